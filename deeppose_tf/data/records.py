@@ -1,0 +1,229 @@
+"""The one TFRecord schema every dataset is written in, and its crash-safe sharded writer.
+
+A record holds one person in one image:
+  image/encoded  bytes    the original JPEG/PNG bytes (never re-encoded)
+  image/id       bytes    a stable id that error messages name ("lspet/im00042")
+  image/height   int64    declared size, checked before decoding
+  image/width    int64
+  joints         float[2K] (x, y) per joint, image pixels (x right, y down; the
+                           top-left corner of the image is (0, 0), pixel i spans [i, i+1))
+  visible        float[K] 1 = annotated, 0 = not annotated (masked everywhere)
+  box            float[0 or 4] optional initial person box (cx, cy, w, h), image pixels
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import io
+import json
+import os
+from typing import Iterable, Iterator, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from deeppose_tf import atomic
+
+# Images larger than this are refused before decoding (decompression bombs, bad headers).
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+@dataclasses.dataclass
+class PoseRecord:
+  """One annotated person, as a dataset reader yields it.
+
+  joints: (K, 2) float32, image pixels; visible: (K,) float32 in {0, 1};
+  box: None or (4,) float32 (cx, cy, w, h) in image pixels.
+  """
+
+  image_id: str
+  image: bytes
+  joints: np.ndarray
+  visible: np.ndarray
+  box: Optional[np.ndarray] = None
+  height: int = 0
+  width: int = 0
+
+
+def image_size(image_id: str, data: bytes) -> tuple:
+  """(height, width) of encoded image bytes, read from the header only.
+
+  Raises ValueError naming the record when the bytes are not a readable image.
+  """
+  try:
+    with Image.open(io.BytesIO(data)) as im:
+      width, height = im.size
+      im.verify()  # checks the stream structure without decoding all pixels
+  except Exception as e:  # PIL raises many types for bad bytes
+    raise ValueError(f"record {image_id!r}: not a readable JPEG/PNG image ({e})") from None
+  if width <= 0 or height <= 0:
+    raise ValueError(f"record {image_id!r}: image has size {width}x{height}")
+  if width * height > MAX_IMAGE_PIXELS:
+    raise ValueError(
+        f"record {image_id!r}: image is {width}x{height} = {width * height} pixels, over the "
+        f"limit of {MAX_IMAGE_PIXELS}")
+  return height, width
+
+
+def validate(record: PoseRecord, num_joints: int) -> PoseRecord:
+  """Checks a record and fills in its image size; raises ValueError naming the record."""
+  rid = record.image_id
+  joints = np.asarray(record.joints, np.float32)
+  visible = np.asarray(record.visible, np.float32)
+  if joints.shape != (num_joints, 2):
+    raise ValueError(f"record {rid!r}: joints have shape {joints.shape}, expected "
+                     f"({num_joints}, 2)")
+  if visible.shape != (num_joints,):
+    raise ValueError(f"record {rid!r}: visible has shape {visible.shape}, expected "
+                     f"({num_joints},)")
+  if not np.all(np.isin(visible, (0.0, 1.0))):
+    raise ValueError(f"record {rid!r}: visible must be 0 or 1, got {visible.tolist()}")
+  bad = visible.astype(bool) & ~np.all(np.isfinite(joints), axis=1)
+  if bad.any():
+    raise ValueError(f"record {rid!r}: annotated joints {np.flatnonzero(bad).tolist()} have "
+                     f"non-finite coordinates {joints[bad].tolist()}")
+  if visible.sum() == 0:
+    raise ValueError(f"record {rid!r}: no annotated joint; nothing to train or score on")
+  # Unannotated joints may carry NaN or junk in the source files: store zeros instead so
+  # no NaN ever enters a tensor (the mask keeps them out of losses and metrics).
+  joints = np.where(visible[:, None] > 0, joints, 0.0).astype(np.float32)
+  box = None
+  if record.box is not None:
+    box = np.asarray(record.box, np.float32)
+    if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
+      raise ValueError(f"record {rid!r}: box must be finite (cx, cy, w, h) with w, h > 0, "
+                       f"got {record.box!r}")
+  height, width = image_size(rid, record.image)
+  return dataclasses.replace(record, joints=joints, visible=visible, box=box,
+                             height=height, width=width)
+
+
+def serialize(record: PoseRecord) -> bytes:
+  """A validated PoseRecord as a serialized tf.train.Example."""
+  import tensorflow as tf  # imported late: readers and tests of them need no TF
+
+  def floats(v):
+    return tf.train.Feature(float_list=tf.train.FloatList(value=np.ravel(v).tolist()))
+
+  def ints(v):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+
+  def byts(v):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+  feature = {
+      "image/encoded": byts(record.image),
+      "image/id": byts(record.image_id.encode("utf-8")),
+      "image/height": ints(record.height),
+      "image/width": ints(record.width),
+      "joints": floats(record.joints),
+      "visible": floats(record.visible),
+      "box": floats(record.box if record.box is not None else []),
+  }
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def write_split(records: Iterable[PoseRecord], output_dir: str, split: str, num_joints: int,
+                num_shards: int = 4, meta: Optional[dict] = None,
+                progress=None) -> int:
+  """Validates and writes records as `{split}-{i:05d}-of-{n:05d}.tfrecord` shards.
+
+  Every shard is written under a temporary name and renamed into place only when the whole
+  split has been written, and `{split}.json` (counts, skeleton) is renamed last: a split
+  without its json is incomplete and `list_shards` refuses it.  Returns the record count.
+  """
+  import tensorflow as tf
+
+  os.makedirs(output_dir, exist_ok=True)
+  for stale in glob.glob(os.path.join(output_dir, f"{split}-*.tfrecord")):
+    os.remove(stale)
+  meta_path = os.path.join(output_dir, f"{split}.json")
+  if os.path.exists(meta_path):
+    os.remove(meta_path)
+  finals = [os.path.join(output_dir, f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord")
+            for i in range(num_shards)]
+  temps = [atomic.temp_name(p) for p in finals]
+  writers = [tf.io.TFRecordWriter(t) for t in temps]
+  count = 0
+  annotated = 0
+  try:
+    for record in records:
+      record = validate(record, num_joints)
+      writers[count % num_shards].write(serialize(record))
+      count += 1
+      annotated += int(record.visible.sum())
+      if progress is not None:
+        progress(count)
+  except BaseException:
+    for w in writers:
+      w.close()
+    for t in temps:
+      if os.path.exists(t):
+        os.remove(t)
+    raise
+  for w in writers:
+    w.close()
+  for t, p in zip(temps, finals):
+    os.replace(t, p)
+  info = dict(meta or {})
+  info.update({"split": split, "num_records": count, "num_shards": num_shards,
+               "num_joints": num_joints, "annotated_joints": annotated,
+               "masked_joints": count * num_joints - annotated})
+  atomic.write_text(meta_path, json.dumps(info, indent=2))
+  return count
+
+
+def read_meta(data_dir: str, split: str) -> dict:
+  path = os.path.join(data_dir, f"{split}.json")
+  if not os.path.exists(path):
+    raise ValueError(
+        f"no complete split {split!r} in {data_dir!r} ({path} is missing); write it with "
+        f"`python -m deeppose_tf.data.prepare --output={data_dir} ...`")
+  with open(path) as f:
+    return json.load(f)
+
+
+def list_shards(data_dir: str, split: str) -> List[str]:
+  """The shard paths of a completely written split, in order."""
+  meta = read_meta(data_dir, split)
+  n = meta["num_shards"]
+  paths = [os.path.join(data_dir, f"{split}-{i:05d}-of-{n:05d}.tfrecord") for i in range(n)]
+  missing = [p for p in paths if not os.path.exists(p)]
+  if missing:
+    raise ValueError(f"split {split!r} in {data_dir!r} is missing shards {missing}")
+  return paths
+
+
+def parse(serialized, num_joints: int) -> dict:
+  """Parses a serialized record (graph-safe, for tf.data.Dataset.map).
+
+  Returns image (encoded bytes, scalar string), image_id, height, width (int32 scalars),
+  joints (K, 2) float32 image pixels, visible (K,) float32, box (4,) float32 and
+  has_box (bool scalar).
+  """
+  import tensorflow as tf
+
+  spec = {
+      "image/encoded": tf.io.FixedLenFeature([], tf.string),
+      "image/id": tf.io.FixedLenFeature([], tf.string),
+      "image/height": tf.io.FixedLenFeature([], tf.int64),
+      "image/width": tf.io.FixedLenFeature([], tf.int64),
+      "joints": tf.io.FixedLenFeature([num_joints * 2], tf.float32),
+      "visible": tf.io.FixedLenFeature([num_joints], tf.float32),
+      "box": tf.io.VarLenFeature(tf.float32),
+  }
+  ex = tf.io.parse_single_example(serialized, spec)
+  box = tf.sparse.to_dense(ex["box"])
+  has_box = tf.equal(tf.size(box), 4)
+  box = tf.cond(has_box, lambda: tf.reshape(box, [4]), lambda: tf.zeros([4]))
+  return {
+      "image": ex["image/encoded"],
+      "image_id": ex["image/id"],
+      "height": tf.cast(ex["image/height"], tf.int32),
+      "width": tf.cast(ex["image/width"], tf.int32),
+      "joints": tf.reshape(ex["joints"], [num_joints, 2]),
+      "visible": ex["visible"],
+      "box": box,
+      "has_box": has_box,
+  }

@@ -1,0 +1,27 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="deeppose_tf",
+    version="0.1.0",
+    description="DeepPose (Toshev & Szegedy, CVPR 2014) in TensorFlow 2 / Keras 3: the full "
+                "cascade, training, evaluation, TF Serving and TFLite export.",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["deeppose_tf", "deeppose_tf.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.21,<3",
+        "keras>=3",
+        "numpy",
+        "pillow",
+        "absl-py",
+        "scipy",
+        "matplotlib",
+        "tensorboard",
+    ],
+    extras_require={
+        "test": ["pytest", "hypothesis", "ai-edge-litert"],
+        "tflite": ["ai-edge-litert"],
+        "face": ["opencv-python-headless"],
+    },
+)
