@@ -1,0 +1,165 @@
+"""The DeepPose cascade: stage models + sigma + skeleton, one inference path, error statistics.
+
+`Cascade.predict` is the only inference path: evaluation, export and the benchmarks call it.
+Stage 1 regresses all joints from the crop of the initial box; stage s >= 2 cuts a box of
+side sigma * diam(y^{s-1}) around every joint, sends all B x K crops through its network as
+one batch, and moves joint i by output i of crop i (paper Sec. 3.2).
+
+Workdir layout of a trained cascade:
+  config.json                      skeleton, input_size, sigma, ... (written by train.py)
+  stage{s}/model.keras             the trained stage network
+  stage{s}/displacement.json       per-joint mean/covariance of stage s's error, in units
+                                   of the joint box side (feeds stage s + 1's training)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import List, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from deeppose_tf import atomic, geometry
+from deeppose_tf import model as model_lib  # registers LocalResponseNorm for loading
+from deeppose_tf.skeleton import Skeleton, get_skeleton
+
+
+def stage_dir(workdir: str, stage: int) -> str:
+  return os.path.join(workdir, f"stage{stage}")
+
+
+def model_path(workdir: str, stage: int) -> str:
+  return os.path.join(stage_dir(workdir, stage), "model.keras")
+
+
+def stats_path(workdir: str, stage: int) -> str:
+  return os.path.join(stage_dir(workdir, stage), "displacement.json")
+
+
+def save_model(model: keras.Model, path: str) -> None:
+  """Saves a .keras file crash-safely (Keras insists on the suffix, so the temp keeps it)."""
+  tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-" + os.path.basename(path))
+  try:
+    model.save(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+class Cascade:
+  """A trained cascade. stages: S Keras regressors (image -> (K, 2) box-normalized)."""
+
+  def __init__(self, stages: Sequence[keras.Model], skeleton: Skeleton, sigma: float,
+               input_size: int):
+    if not stages:
+      raise ValueError("a cascade needs at least one stage model")
+    self.stages = list(stages)
+    self.skeleton = skeleton
+    self.sigma = float(sigma)
+    self.input_size = int(input_size)
+
+  @property
+  def num_stages(self) -> int:
+    return len(self.stages)
+
+  def predict(self, images, boxes):
+    """Runs every stage. images: (B, H, W, 3) any real dtype, pixel values in [0, 255];
+    boxes: (B, 4) initial boxes (cx, cy, w, h) in image pixels.
+    Returns (B, S, K, 2): each stage's pose in image pixels."""
+    images = tf.cast(images, tf.float32)
+    boxes = tf.cast(boxes, tf.float32)
+    b = tf.shape(images)[0]
+    k = self.skeleton.num_joints
+    size = self.input_size
+    crops = geometry.crop(images, boxes, tf.range(b), size)
+    pose = geometry.denormalize(self.stages[0](crops, training=False), boxes)
+    poses = [pose]
+    # Picks output i of crop i with a mask-and-sum (a TFLite builtin pattern, unlike
+    # matrix_diag_part).
+    own = tf.eye(k)[None, :, :, None]
+    for net in self.stages[1:]:
+      jboxes = geometry.joint_boxes(pose, self.skeleton.diameter_indices, self.sigma)
+      crops = geometry.crop(images, tf.reshape(jboxes, [-1, 4]),
+                            tf.repeat(tf.range(b), k), size)
+      out = tf.reshape(net(crops, training=False), [b, k, k, 2])
+      out = tf.reduce_sum(out * own, axis=2)  # (B, K, 2) box-normalized per joint box
+      pose = jboxes[..., 0:2] + out * jboxes[..., 2:4]
+      poses.append(pose)
+    return tf.stack(poses, axis=1)
+
+  @classmethod
+  def load(cls, workdir: str, num_stages: Optional[int] = None) -> "Cascade":
+    """Loads stages 1..num_stages (default: every trained stage) from a workdir."""
+    config = read_config(workdir)
+    n = num_stages or config["num_stages"]
+    models = []
+    for s in range(1, n + 1):
+      path = model_path(workdir, s)
+      if not os.path.exists(path):
+        if num_stages is None and s > 1:
+          break
+        raise ValueError(f"stage {s} has no trained model at {path}; train it with "
+                         f"`python -m deeppose_tf.train --workdir={workdir} --stage={s}`")
+      models.append(keras.models.load_model(path, compile=False))
+    return cls(models, get_skeleton(config["skeleton"]), config["sigma"],
+               config["input_size"])
+
+
+def read_config(workdir: str) -> dict:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ValueError(f"{workdir!r} holds no trained cascade ({path} is missing); train one "
+                     "with `python -m deeppose_tf.train --workdir=...`")
+  with open(path) as f:
+    return json.load(f)
+
+
+def displacement_stats(pred, true, visible, skeleton: Skeleton, sigma: float) -> dict:
+  """Per-joint mean and covariance of (pred - true) in units of the joint box side
+  sigma * diam(true). pred/true: (N, K, 2) image pixels; visible (N, K).
+
+  Returns {"mean": (K, 2), "cov": (K, 2, 2), "chol": (K, 2, 2), "count": (K,)} as lists.
+  Images whose diameter joints are not annotated are left out (their box size is unknown).
+  """
+  pred = np.asarray(pred, np.float64)
+  true = np.asarray(true, np.float64)
+  vis = np.asarray(visible) > 0
+  a, b = skeleton.diameter_indices
+  side = sigma * np.linalg.norm(true[:, a] - true[:, b], axis=-1)
+  usable = vis[:, a] & vis[:, b] & (side > 0)
+  k = skeleton.num_joints
+  mean = np.zeros((k, 2))
+  cov = np.zeros((k, 2, 2))
+  counts = np.zeros(k, np.int64)
+  for j in range(k):
+    sel = usable & vis[:, j] & np.all(np.isfinite(pred[:, j]), axis=-1)
+    d = (pred[sel, j] - true[sel, j]) / side[sel, None]
+    counts[j] = len(d)
+    if len(d) >= 3:
+      mean[j] = d.mean(axis=0)
+      cov[j] = np.cov(d, rowvar=False)
+    else:  # too few samples: an isotropic guess rather than a singular matrix
+      cov[j] = np.eye(2) * 0.01
+  # A small floor keeps the Cholesky factor defined when a joint's error is degenerate.
+  chol = np.linalg.cholesky(cov + np.eye(2) * 1e-6)
+  return {"mean": mean.tolist(), "cov": cov.tolist(), "chol": chol.tolist(),
+          "count": counts.tolist(), "sigma": sigma}
+
+
+def save_stats(workdir: str, stage: int, stats: dict) -> None:
+  os.makedirs(stage_dir(workdir, stage), exist_ok=True)
+  atomic.write_text(stats_path(workdir, stage), json.dumps(stats, indent=1))
+
+
+def load_stats(workdir: str, stage: int) -> dict:
+  path = stats_path(workdir, stage)
+  if not os.path.exists(path):
+    raise ValueError(
+        f"stage {stage + 1} needs stage {stage}'s displacement statistics at {path}; produce "
+        f"them with `python -m deeppose_tf.train --workdir={workdir} --stage={stage}`")
+  with open(path) as f:
+    return json.load(f)

@@ -1,0 +1,135 @@
+"""Writes a dataset as TFRecords in the one schema (records.py).
+
+  python -m deeppose_tf.data.prepare --dataset=synthetic --output=DIR [--num_train=N
+      --num_test=N --seed=S]
+  python -m deeppose_tf.data.prepare --dataset=lsp|lspet|flic --source=DIR --output=DIR
+
+Splits written: synthetic train/test; lsp train/test; lspet train/val (seeded split of the
+images at hand); flic train/test. Each split is complete only once its `{split}.json` is in
+place (shards are renamed in first), so an interrupted run never looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Dict, Iterator, Optional
+
+from absl import app, flags, logging
+
+from deeppose_tf.data import records
+from deeppose_tf.skeleton import get_skeleton
+
+DATASETS = ("synthetic", "lsp", "lspet", "flic")
+SPLITS: Dict[str, tuple] = {
+    "synthetic": ("train", "test"), "lsp": ("train", "test"), "lspet": ("train", "val"),
+    "flic": ("train", "test"),
+}
+
+
+def check_dataset(name: str) -> str:
+  if name not in DATASETS:
+    raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}")
+  return name
+
+
+def _reader(dataset: str, split: str, source: Optional[str], num: int, seed: int,
+            start: int) -> Iterator[records.PoseRecord]:
+  if dataset == "synthetic":
+    from deeppose_tf.data import synthetic
+    return synthetic.generate(num, seed=seed, start=start)
+  if not source:
+    raise ValueError(f"dataset {dataset!r} needs --source=DIR, the folder of the original "
+                     "files (see BUILD.md)")
+  if dataset == "lsp":
+    from deeppose_tf.data import lsp
+    return lsp.read_lsp(source, split)
+  if dataset == "lspet":
+    from deeppose_tf.data import lsp
+    return lsp.read_lspet(source, split, seed=seed)
+  from deeppose_tf.data import flic
+  return flic.read_flic(source, split)
+
+
+def _progress(split: str, total: Optional[int]):
+  start = time.time()
+  interactive = sys.stderr.isatty()
+
+  def report(n):
+    if n % 250 and n != total:
+      return
+    rate = n / max(time.time() - start, 1e-9)
+    text = f"{split}: {n}{'/' + str(total) if total else ''} records ({rate:.0f}/s)"
+    if interactive:
+      sys.stderr.write("\r" + text)
+      if n == total:
+        sys.stderr.write("\n")
+    else:
+      logging.info(text)
+  return report
+
+
+def prepare(dataset: str, output: str, source: Optional[str] = None, num_train: int = 5000,
+            num_test: int = 500, seed: int = 0, num_shards: int = 4) -> Dict[str, int]:
+  """Writes every split of `dataset` into `output`; returns {split: record count}."""
+  check_dataset(dataset)
+  skeleton = get_skeleton(dataset)
+  counts = {}
+  for split in SPLITS[dataset]:
+    # Synthetic test images come from a disjoint index range of the same seed.
+    num = num_train if split == "train" else num_test
+    start = 0 if split == "train" else num_train
+    reader = _reader(dataset, split, source, num, seed, start)
+    total = num if dataset == "synthetic" else None
+    meta = {"dataset": dataset, "skeleton": skeleton.name, "seed": seed,
+            "source": os.path.abspath(source) if source else None}
+    t0 = time.time()
+    counts[split] = records.write_split(reader, output, split, skeleton.num_joints,
+                                        num_shards=num_shards, meta=meta,
+                                        progress=_progress(split, total))
+    logging.info("wrote %d %s records to %s in %.1f s", counts[split], split, output,
+                 time.time() - t0)
+  return counts
+
+
+def ensure_synthetic(output: str, num_train: int, num_test: int, seed: int) -> None:
+  """Generates the synthetic dataset into `output` unless an identical one is complete."""
+  wanted = {"train": num_train, "test": num_test}
+  try:
+    ok = all(records.read_meta(output, s).get("num_records") == n
+             and records.read_meta(output, s).get("seed") == seed for s, n in wanted.items())
+  except ValueError:
+    ok = False
+  if ok:
+    logging.info("synthetic dataset already in %s", output)
+    return
+  logging.info("generating the synthetic dataset (%d train, %d test, seed %d) into %s",
+               num_train, num_test, seed, output)
+  prepare("synthetic", output, num_train=num_train, num_test=num_test, seed=seed)
+
+
+FLAGS = flags.FLAGS
+if __name__ == "__main__":
+  flags.DEFINE_enum("dataset", None, list(DATASETS), "Which dataset to convert.")
+  flags.DEFINE_string("output", None, "Folder the TFRecord shards and split json go to.")
+  flags.DEFINE_string("source", None, "Folder of the original dataset files (not synthetic).")
+  flags.DEFINE_integer("num_train", 5000, "Synthetic: training images.")
+  flags.DEFINE_integer("num_test", 500, "Synthetic: test images.")
+  flags.DEFINE_integer("seed", 0, "Synthetic: generator seed; LSPET: train/val split seed.")
+  flags.DEFINE_integer("num_shards", 4, "TFRecord shards per split.")
+  flags.mark_flags_as_required(["dataset", "output"])
+
+
+def main(argv):
+  del argv
+  counts = prepare(FLAGS.dataset, FLAGS.output, FLAGS.source, FLAGS.num_train, FLAGS.num_test,
+                   FLAGS.seed, FLAGS.num_shards)
+  for split, n in counts.items():
+    meta = records.read_meta(FLAGS.output, split)
+    print(f"{split}: {n} images, {meta['annotated_joints']} annotated joints, "
+          f"{meta['masked_joints']} masked joints")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,99 @@
+"""Evaluates a trained cascade on a split: PCP and PDJ per stage against the mean pose.
+
+  python -m deeppose_tf.evaluate --workdir=DIR [--split=test] [--limit=N]
+
+Writes into the workdir (each file crash-safely):
+  report.json       {"split", "num_images", "stages": [{"stage", "pcp_mean", "pcp_per_limb",
+                    "pcp_per_type", "pdj_mean_at": {"0.05", "0.1", "0.2"}, "pdj"}...],
+                    "mean_pose": {same fields}}
+  report.md         the PCP table in the layout of the paper's Table 1, a row per stage
+  pdj_curves.png    PDJ curves per joint type, a line per stage (paper Fig. 3-5)
+  examples.png      stick figures, ground truth and every stage (paper Fig. 6)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import numpy as np
+from absl import app, flags, logging
+
+from deeppose_tf import atomic, cascade, geometry, metrics, predict, report
+from deeppose_tf.skeleton import Skeleton
+
+
+def mean_pose_baseline(workdir: str, boxes: np.ndarray) -> np.ndarray:
+  """The mean training pose placed in each image's initial box: (N, K, 2) image pixels."""
+  with open(os.path.join(workdir, "mean_pose.json")) as f:
+    pose = np.asarray(json.load(f)["mean_pose"], np.float32)
+  return geometry.denormalize(np.broadcast_to(pose, (len(boxes),) + pose.shape),
+                              boxes).numpy()
+
+
+def _entry(summary: dict, **extra) -> dict:
+  return {**extra, **summary}
+
+
+def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
+        limit: Optional[int] = None, batch_size: int = 16, num_examples: int = 8) -> dict:
+  """Evaluates every trained stage of the cascade in `workdir`; returns the report dict."""
+  config = cascade.read_config(workdir)
+  data_dir = data_dir or config["data_dir"]
+  casc = cascade.Cascade.load(workdir)
+  skeleton = casc.skeleton
+  out = predict.predict_split(casc, data_dir, split, limit=limit or None,
+                              batch_size=batch_size, keep_images=num_examples,
+                              desc=f"evaluate {split}")
+  true, vis = out["joints"], out["visible"]
+  summaries = []
+  for s in range(casc.num_stages):
+    summary = metrics.summarize(out["poses"][:, s], true, vis, skeleton)
+    summaries.append(_entry(summary, stage=s + 1))
+  baseline = metrics.summarize(mean_pose_baseline(workdir, out["boxes"]), true, vis, skeleton)
+  result = {"split": split, "data_dir": data_dir, "num_images": int(len(true)),
+            "pcp": "strict PCP@0.5, mean over upper/lower arms (and legs), paper Table 1",
+            "stages": summaries, "mean_pose": baseline}
+  atomic.write_text(os.path.join(workdir, "report.json"),
+                    json.dumps(result, indent=1, default=_json_default))
+  table_md = report.pcp_table_markdown(summaries, skeleton, baseline)
+  atomic.write_text(os.path.join(workdir, "report.md"), table_md)
+  report.plot_pdj_curves(summaries, skeleton, os.path.join(workdir, "pdj_curves.png"), baseline)
+  n = len(out["images"])
+  if n:
+    report.plot_stick_figures(out["images"], true[:n], vis[:n],
+                              [out["poses"][:n, s] for s in range(casc.num_stages)], skeleton,
+                              os.path.join(workdir, "examples.png"), max_images=n)
+  print(f"\nEvaluation on {split} ({len(true)} images), {workdir}:")
+  print(report.pdj_table_text(summaries, baseline))
+  print()
+  print(table_md)
+  return result
+
+
+def _json_default(o):
+  if isinstance(o, np.ndarray):
+    return o.tolist()
+  if isinstance(o, (np.floating, np.integer)):
+    return o.item()
+  raise TypeError(f"not JSON serializable: {type(o)}")
+
+
+FLAGS = flags.FLAGS
+if __name__ == "__main__":
+  flags.DEFINE_string("workdir", None, "Workdir of a trained cascade.")
+  flags.DEFINE_string("split", "test", "Split to evaluate (test; val for lspet).")
+  flags.DEFINE_string("data_dir", None, "TFRecords folder; default: the one training used.")
+  flags.DEFINE_integer("limit", 0, "Evaluate at most this many images (0 = all).")
+  flags.DEFINE_integer("batch_size", 16, "Images per batch.")
+  flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+  del argv
+  run(FLAGS.workdir, FLAGS.split, FLAGS.data_dir, FLAGS.limit, FLAGS.batch_size)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,150 @@
+"""Pure tensor functions on poses and boxes: the only place that knows the formulas.
+
+Frames used throughout the package:
+  image pixels     x right, y down; (0, 0) is the image's top-left corner and pixel i spans
+                   [i, i + 1), so its centre is at i + 0.5.
+  box-normalized   (p - c) / (w, h) for a box b = (cx, cy, w, h) (paper Eq. 1): the box
+                   covers [-0.5, 0.5]^2.
+  crop pixels      the S x S crop of a box, same pixel convention as image pixels.
+Poses are (..., K, 2), x before y; boxes are (..., 4) = (cx, cy, w, h) in image pixels.
+
+Every function here is plain TF, works eagerly and inside tf.data / tf.function, and the crop
+uses only gathers and arithmetic so that it converts to TFLite builtin ops (no
+tf.image.crop_and_resize, which would need the Flex delegate).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+# A joint box never shrinks below this many pixels: a degenerate previous-stage pose
+# (all joints on one point) would otherwise give a zero-size box and a division by zero.
+MIN_BOX_SIDE = 2.0
+
+
+def normalize(joints, boxes):
+  """Image pixels -> box-normalized (paper Eq. 1).
+
+  joints: (..., K, 2); boxes: (..., 4), broadcast over K. Returns (..., K, 2).
+  """
+  boxes = tf.convert_to_tensor(boxes, tf.float32)
+  center = boxes[..., None, 0:2]
+  size = boxes[..., None, 2:4]
+  return (tf.convert_to_tensor(joints, tf.float32) - center) / size
+
+
+def denormalize(joints, boxes):
+  """Box-normalized -> image pixels; the inverse of `normalize`. Shapes as there."""
+  boxes = tf.convert_to_tensor(boxes, tf.float32)
+  return tf.convert_to_tensor(joints, tf.float32) * boxes[..., None, 2:4] + boxes[..., None, 0:2]
+
+
+def full_image_box(height, width):
+  """The box covering a whole image: (cx, cy, w, h) = (W/2, H/2, W, H). Shapes (...,) -> (..., 4)."""
+  h = tf.cast(height, tf.float32)
+  w = tf.cast(width, tf.float32)
+  return tf.stack([w / 2.0, h / 2.0, w, h], axis=-1)
+
+
+def diameter(joints, diameter_indices):
+  """Torso diameter: distance between the skeleton's diameter joints. (..., K, 2) -> (...,)."""
+  a, b = diameter_indices
+  d = joints[..., a, :] - joints[..., b, :]
+  return tf.sqrt(tf.reduce_sum(tf.square(d), axis=-1))
+
+
+def joint_boxes(joints, diameter_indices, sigma):
+  """Square refinement boxes of side sigma * diam(y) centred on every joint.
+
+  joints: (..., K, 2) image pixels. Returns (..., K, 4) boxes in image pixels.
+  """
+  joints = tf.convert_to_tensor(joints, tf.float32)
+  side = tf.maximum(sigma * diameter(joints, diameter_indices), MIN_BOX_SIDE)
+  side = tf.broadcast_to(side[..., None, None], tf.concat([tf.shape(joints)[:-1], [1]], 0))
+  return tf.concat([joints, side, side], axis=-1)
+
+
+def jitter_box(box, shift, scale):
+  """Moves a box by `shift` (fractions of its size, (..., 2)) and scales it by `scale` (...,)."""
+  center = box[..., 0:2] + shift * box[..., 2:4]
+  size = box[..., 2:4] * scale[..., None]
+  return tf.concat([center, size], axis=-1)
+
+
+def flip_joints(joints, visible, width, flip_permutation):
+  """Left/right mirror of a pose in an image of width `width`.
+
+  joints: (K, 2) image pixels; visible: (K,). The mirrored x is W - x (pixel i maps to
+  W - 1 - i, whose span [W - 1 - i, W - i] mirrors [i, i + 1]), and joints are relabelled
+  with the skeleton's flip permutation so that a left wrist stays a left wrist.
+  """
+  w = tf.cast(width, tf.float32)
+  mirrored = tf.stack([w - joints[..., 0], joints[..., 1]], axis=-1)
+  return tf.gather(mirrored, flip_permutation, axis=-2), tf.gather(visible, flip_permutation,
+                                                                    axis=-1)
+
+
+def flip_box(box, width):
+  """Mirror of a box (..., 4) in an image of width `width`."""
+  w = tf.cast(width, tf.float32)
+  return tf.concat([w - box[..., 0:1], box[..., 1:]], axis=-1)
+
+
+def crop_to_image(points, boxes, size):
+  """Crop pixels of an S x S crop of `boxes` -> image pixels. points (..., K, 2), boxes (..., 4)."""
+  return denormalize(tf.convert_to_tensor(points, tf.float32) / float(size) - 0.5, boxes)
+
+
+def image_to_crop(points, boxes, size):
+  """Image pixels -> crop pixels of the S x S crop of `boxes`; inverse of `crop_to_image`."""
+  return (normalize(points, boxes) + 0.5) * float(size)
+
+
+def crop(images, boxes, box_indices, size):
+  """Bilinear crops of boxes out of a batch of images, with zeros outside the image.
+
+  images: (B, H, W, C) any real dtype (computed in float32); boxes: (N, 4) image pixels;
+  box_indices: (N,) int32, which image each box is cut from; size: S (python int).
+  Returns (N, S, S, C) float32. Crop pixel (i, j) samples the image at the point
+  `crop_to_image((j + 0.5, i + 0.5))`, so `image_to_crop` maps annotations exactly.
+
+  Implemented as four gathers over the flattened batch so that it is a TFLite builtin
+  graph (GATHER, FLOOR, arithmetic) and one implementation serves training, evaluation and
+  every export format.
+  """
+  images = tf.cast(images, tf.float32)
+  boxes = tf.cast(boxes, tf.float32)
+  box_indices = tf.cast(box_indices, tf.int32)
+  shape = tf.shape(images)
+  height, width, channels = shape[1], shape[2], shape[3]
+  t = (tf.range(size, dtype=tf.float32) + 0.5) / float(size) - 0.5  # (S,) box-normalized
+  # Sample positions in the "index" frame where pixel i's centre is at i.
+  xs = boxes[:, None, 0] + t[None, :] * boxes[:, None, 2] - 0.5  # (N, S)
+  ys = boxes[:, None, 1] + t[None, :] * boxes[:, None, 3] - 0.5  # (N, S)
+
+  def axis_taps(coords, limit):
+    """Neighbour indices (clipped), their weights and in-image masks along one axis."""
+    lo = tf.floor(coords)
+    frac = coords - lo
+    lo = tf.cast(lo, tf.int32)
+    hi = lo + 1
+    limit_m1 = limit - 1
+    w_lo = (1.0 - frac) * tf.cast((lo >= 0) & (lo <= limit_m1), tf.float32)
+    w_hi = frac * tf.cast((hi >= 0) & (hi <= limit_m1), tf.float32)
+    return (tf.clip_by_value(lo, 0, limit_m1), tf.clip_by_value(hi, 0, limit_m1), w_lo, w_hi)
+
+  x0, x1, wx0, wx1 = axis_taps(xs, width)
+  y0, y1, wy0, wy1 = axis_taps(ys, height)
+  flat = tf.reshape(images, [-1, channels])  # (B*H*W, C)
+  base = box_indices[:, None, None] * (height * width)  # (N, 1, 1)
+  rows0 = base + y0[:, :, None] * width  # (N, S, 1)
+  rows1 = base + y1[:, :, None] * width
+
+  def tap(rows, cols):
+    return tf.gather(flat, rows + cols[:, None, :])  # (N, S, S, C)
+
+  out = (tap(rows0, x0) * (wy0[:, :, None] * wx0[:, None, :])[..., None]
+         + tap(rows0, x1) * (wy0[:, :, None] * wx1[:, None, :])[..., None]
+         + tap(rows1, x0) * (wy1[:, :, None] * wx0[:, None, :])[..., None]
+         + tap(rows1, x1) * (wy1[:, :, None] * wx1[:, None, :])[..., None])
+  return out

@@ -1,0 +1,144 @@
+"""The Keras functional AlexNet regressor of DeepPose and its masked L2 loss.
+
+  C(96, 11x11 /4) - LRN - P - C(256, 5x5) - LRN - P - C(384, 3x3) - C(384, 3x3) - C(256, 3x3)
+  - P - F(4096) - F(4096) - linear 2K       (ReLU everywhere, dropout on the F layers)
+
+Input: "image" (B, S, S, 3) float32 in [0, 255] (crop pixels). Output: "joints" (B, K, 2)
+box-normalized (x, y). `width` scales the convolution filters and `fc_units` the fully
+connected layers so tests and CPU experiments can shrink the net without changing its shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture knobs. norm: 'lrn' (the paper), 'batch' (BatchNorm after every conv;
+  the default because it learns from scratch on CPU budgets), or 'none'.
+  output_init: 'mean_pose' (zero kernel, mean training pose as bias: starts at the
+  baseline instead of with huge outputs) or 'default' (glorot, as the paper)."""
+
+  num_joints: int = 14
+  input_size: int = 220
+  width: float = 1.0
+  fc_units: int = 4096
+  dropout: float = 0.6
+  norm: str = "batch"
+  output_init: str = "mean_pose"
+
+  def __post_init__(self):
+    if self.norm not in ("lrn", "batch", "none"):
+      raise ValueError(f"norm must be 'lrn', 'batch' or 'none', got {self.norm!r}")
+    if self.output_init not in ("mean_pose", "default"):
+      raise ValueError(f"output_init must be 'mean_pose' or 'default', got {self.output_init!r}")
+    if self.input_size < 67:
+      raise ValueError(f"input_size {self.input_size} is too small for the AlexNet strides; "
+                       "use at least 67")
+
+
+@keras.saving.register_keras_serializable(package="deeppose_tf")
+class LocalResponseNorm(keras.layers.Layer):
+  """AlexNet's cross-channel LRN (core TF op; a TFLite builtin)."""
+
+  def __init__(self, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, **kwargs):
+    super().__init__(**kwargs)
+    self.depth_radius, self.bias, self.alpha, self.beta = depth_radius, bias, alpha, beta
+
+  def call(self, x):
+    return tf.nn.local_response_normalization(x, self.depth_radius, self.bias, self.alpha,
+                                              self.beta)
+
+  def get_config(self):
+    return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias,
+            "alpha": self.alpha, "beta": self.beta}
+
+
+def build_regressor(config: ModelConfig, mean_pose: Optional[np.ndarray] = None,
+                    name: str = "deeppose_stage") -> keras.Model:
+  """The AlexNet regressor. mean_pose (K, 2) box-normalized seeds the output bias."""
+  k = config.num_joints
+  filters = [max(1, int(round(f * config.width))) for f in (96, 256, 384, 384, 256)]
+
+  def norm(x, i):
+    if config.norm == "lrn" and i < 2:
+      return LocalResponseNorm(name=f"lrn{i + 1}")(x)
+    if config.norm == "batch":
+      # synchronized: under MirroredStrategy the statistics are over the global batch, so
+      # N replicas train exactly like one device on the same global batch.
+      return keras.layers.BatchNormalization(synchronized=True, name=f"bn{i + 1}")(x)
+    return x
+
+  def conv(x, i, kernel, stride=1):
+    x = keras.layers.Conv2D(filters[i], kernel, strides=stride,
+                            padding="valid" if i == 0 else "same",
+                            use_bias=config.norm != "batch", name=f"conv{i + 1}")(x)
+    x = norm(x, i)
+    return keras.layers.ReLU(name=f"relu{i + 1}")(x)
+
+  def pool(x, i):
+    return keras.layers.MaxPooling2D(3, 2, name=f"pool{i}")(x)
+
+  inputs = keras.Input((config.input_size, config.input_size, 3), name="image")
+  x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
+  x = pool(conv(x, 0, 11, 4), 1)
+  x = pool(conv(x, 1, 5), 2)
+  x = conv(x, 2, 3)
+  x = conv(x, 3, 3)
+  x = pool(conv(x, 4, 3), 5)
+  x = keras.layers.Flatten(name="flatten")(x)
+  for i in (6, 7):
+    x = keras.layers.Dense(config.fc_units, activation="relu", name=f"fc{i}")(x)
+    if config.dropout > 0:
+      x = keras.layers.Dropout(config.dropout, name=f"drop{i}")(x)
+  if config.output_init == "mean_pose":
+    bias = np.zeros(2 * k, np.float32) if mean_pose is None else np.asarray(
+        mean_pose, np.float32).reshape(2 * k)
+    out = keras.layers.Dense(2 * k, kernel_initializer="zeros",
+                             bias_initializer=keras.initializers.Constant(bias), name="fc8")(x)
+  else:
+    out = keras.layers.Dense(2 * k, name="fc8")(x)
+  out = keras.layers.Reshape((k, 2), name="joints")(out)
+  return keras.Model(inputs, out, name=name)
+
+
+def masked_l2_loss(y_true, y_pred):
+  """Squared L2 between box-normalized prediction and target, summed over annotated joints.
+
+  y_true: (B, K, 3) = target (x, y) and mask; y_pred: (B, K, 2). Returns (B,) per example;
+  Keras averages over the global batch, so replicas agree with a single device.
+  """
+  mask = y_true[..., 2]
+  sq = tf.reduce_sum(tf.square(y_pred - y_true[..., :2]), axis=-1)
+  return tf.reduce_sum(sq * mask, axis=-1)
+
+
+def make_optimizer(name: str, learning_rate: float):
+  """'adam' (default) or 'adagrad' (the paper), 'sgd' (momentum 0.9)."""
+  if name == "adam":
+    return keras.optimizers.Adam(learning_rate)
+  if name == "adagrad":
+    return keras.optimizers.Adagrad(learning_rate)
+  if name == "sgd":
+    return keras.optimizers.SGD(learning_rate, momentum=0.9)
+  raise ValueError(f"unknown optimizer {name!r}; expected 'adam', 'adagrad' or 'sgd'")
+
+
+def forward_flops(model: keras.Model) -> int:
+  """Multiply-adds x 2 of one forward pass of one image (convs and dense layers)."""
+  total = 0
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.Conv2D):
+      _, h, w, c_out = layer.output.shape
+      kh, kw, c_in, _ = layer.kernel.shape
+      total += 2 * h * w * c_out * kh * kw * c_in
+    elif isinstance(layer, keras.layers.Dense):
+      c_in, c_out = layer.kernel.shape
+      total += 2 * c_in * c_out
+  return int(total)

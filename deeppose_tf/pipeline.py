@@ -1,0 +1,252 @@
+"""tf.data input pipelines: decode -> initial box -> augment -> crop -> normalize.
+
+Stage 1 yields (crop (S, S, 3) float32 in [0, 255], target (K, 3)) where target[..., :2] is
+the pose box-normalized by the (augmented) initial box and target[..., 2] the annotation
+mask. Refinement stages yield the same shapes per *crop*: a box of side sigma * diam(y)
+around joint i, shifted by a displacement drawn from the previous stage's error
+distribution; target row i holds joint i normalized by that box and the mask is one-hot at
+i, so the one masked L2 loss serves every stage and only output i of a crop is trained.
+
+Randomness is stateless, seeded by (seed, element index): a pipeline is deterministic under
+its seed whatever the parallelism.  The evaluation path (`eval_dataset`) and the cascade's
+inference path share `decode_image` and `geometry.crop`, so training and serving see the
+same pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from deeppose_tf import geometry
+from deeppose_tf.data import records
+from deeppose_tf.skeleton import Skeleton
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """Random box jitter and flips applied while training.
+
+  translate: max shift of the box centre, as a fraction of its size (uniform, per axis).
+  scale: (min, max) uniform factor on the box size.
+  flip: mirror with probability 1/2 (labels swapped by the skeleton's permutation).
+  """
+
+  translate: float = 0.05
+  scale: tuple = (0.9, 1.1)
+  flip: bool = True
+
+
+NO_AUGMENT = AugmentConfig(translate=0.0, scale=(1.0, 1.0), flip=False)
+
+
+def decode_image(encoded, image_id=None):
+  """Encoded JPEG/PNG/GIF/BMP bytes (scalar string) -> (H, W, 3) uint8 RGB.
+
+  Gray images are replicated to three channels and RGBA loses its alpha (decode_image with
+  channels=3 does both), so user images of any mode work.
+  """
+  image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+  image.set_shape([None, None, 3])
+  return image
+
+
+def initial_box(features):
+  """The stage-1 box of a parsed record: its stored box, else the full image. -> (4,)."""
+  full = geometry.full_image_box(features["height"], features["width"])
+  return tf.where(features["has_box"], features["box"], full)
+
+
+def _check_record(features):
+  """Graph-side guard: a record with non-finite annotated joints or none annotated fails
+  with its image id in the message, instead of becoming a NaN loss."""
+  vis = features["visible"] > 0
+  finite = tf.reduce_all(tf.math.is_finite(features["joints"]), axis=-1)
+  ok_finite = tf.reduce_all(finite | ~vis)
+  ok_any = tf.reduce_any(vis)
+  with tf.control_dependencies([
+      tf.debugging.Assert(ok_finite, ["record", features["image_id"],
+                                      "has non-finite annotated joint coordinates"]),
+      tf.debugging.Assert(ok_any, ["record", features["image_id"], "has no annotated joint"]),
+  ]):
+    return tf.identity(features["joints"])
+
+
+def _flip_crop_and_target(crop, target, mask, do_flip, perm):
+  """Mirrors crops (..., S, S, 3) and box-normalized targets (..., K, 2) when do_flip.
+
+  Flipping the crop of box b equals cropping the mirrored box from the mirrored image, and
+  in box-normalized coordinates the mirror is x -> -x: no full-image flip is needed.
+  """
+  def flipped():
+    t = tf.stack([-target[..., 0], target[..., 1]], axis=-1)
+    return (tf.reverse(crop, axis=[-2]), tf.gather(t, perm, axis=-2),
+            tf.gather(mask, perm, axis=-1))
+  return tf.cond(do_flip, flipped, lambda: (crop, target, mask))
+
+
+def _files_dataset(data_dir, split, training, seed):
+  files = records.list_shards(data_dir, split)
+  ds = tf.data.Dataset.from_tensor_slices(files)
+  if training:
+    ds = ds.shuffle(len(files), seed=seed)
+  return ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def stage1_example(features, seed_pair, skeleton: Skeleton, input_size: int,
+                   augment: AugmentConfig):
+  """One parsed record -> (crop (S, S, 3) float32, target (K, 3)). seed_pair: (2,) int64."""
+  joints = _check_record(features)
+  image = decode_image(features["image"], features["image_id"])
+  box = initial_box(features)
+  seeds = tf.random.experimental.stateless_split(seed_pair, 3)
+  shift = tf.random.stateless_uniform([2], seeds[0], -augment.translate, augment.translate)
+  scale = tf.random.stateless_uniform([], seeds[1], augment.scale[0], augment.scale[1])
+  box = geometry.jitter_box(box, shift, scale)
+  crop = geometry.crop(image[None], box[None], tf.zeros([1], tf.int32), input_size)[0]
+  target = geometry.normalize(joints, box)
+  mask = features["visible"]
+  if augment.flip:
+    do_flip = tf.random.stateless_uniform([], seeds[2]) < 0.5
+    crop, target, mask = _flip_crop_and_target(crop, target, mask, do_flip,
+                                                skeleton.flip_permutation)
+  target = target * mask[:, None]  # unannotated joints carry zeros, never junk
+  return crop, tf.concat([target, mask[:, None]], axis=-1)
+
+
+def sample_displacements(seed_pair, joint_ids, mean, chol):
+  """Displacements delta ~ N(mean[i], chol[i] chol[i]^T) for each drawn joint i.
+
+  joint_ids: (D,) int32; mean: (K, 2); chol: (K, 2, 2) lower Cholesky factors.
+  Returns (D, 2), in units of the joint box side.
+  """
+  z = tf.random.stateless_normal([tf.shape(joint_ids)[0], 2], seed_pair)
+  return tf.gather(mean, joint_ids) + tf.einsum("dij,dj->di", tf.gather(chol, joint_ids), z)
+
+
+def refine_example(features, seed_pair, skeleton: Skeleton, input_size: int, sigma: float,
+                   disp_mean, disp_chol, draws: int, augment: AugmentConfig):
+  """One parsed record -> `draws` refinement crops (D, S, S, 3) and targets (D, K, 3).
+
+  Each draw picks an annotated joint i uniformly, centres a box of side sigma * diam(y) at
+  y_i + delta (delta from the previous stage's displacement distribution, in box sides),
+  and targets y_i normalized by that box. The image is decoded once for all draws and the
+  D boxes are cut in one crop op.
+  """
+  joints = _check_record(features)
+  image = decode_image(features["image"], features["image_id"])
+  visible = features["visible"]
+  k = skeleton.num_joints
+  seeds = tf.random.experimental.stateless_split(seed_pair, 4)
+  logits = tf.math.log(tf.maximum(visible, 1e-12))[None, :]
+  joint_ids = tf.cast(tf.random.stateless_categorical(logits, draws, seeds[0])[0], tf.int32)
+  boxes = geometry.joint_boxes(joints, skeleton.diameter_indices, sigma)  # (K, 4)
+  boxes = tf.gather(boxes, joint_ids)  # (D, 4)
+  delta = sample_displacements(seeds[1], joint_ids, disp_mean, disp_chol)
+  scale = tf.random.stateless_uniform([draws], seeds[2], augment.scale[0], augment.scale[1])
+  boxes = tf.concat([boxes[:, 0:2] + delta * boxes[:, 2:4], boxes[:, 2:4] * scale[:, None]], -1)
+  crops = geometry.crop(image[None], boxes, tf.zeros([draws], tf.int32), input_size)
+  one_hot = tf.one_hot(joint_ids, k)  # (D, K)
+  target = geometry.normalize(tf.gather(joints, joint_ids)[:, None, :], boxes)  # (D, 1, 2)
+  target = target * one_hot[:, :, None]  # (D, K, 2): only row i is trained
+  mask = one_hot
+  if augment.flip:
+    flip = tf.random.stateless_uniform([draws], seeds[3]) < 0.5
+    perm = skeleton.flip_permutation
+    f_crop, f_target, f_mask = _flip_crop_and_target(crops, target, mask, tf.constant(True),
+                                                     perm)
+    crops = tf.where(flip[:, None, None, None], f_crop, crops)
+    target = tf.where(flip[:, None, None], f_target, target)
+    mask = tf.where(flip[:, None], f_mask, mask)
+  return crops, tf.concat([target, mask[:, :, None]], axis=-1)
+
+
+def train_dataset(data_dir: str, split: str, skeleton: Skeleton, input_size: int,
+                  batch_size: int, seed: int, augment: AugmentConfig = AugmentConfig(),
+                  refine: Optional[dict] = None, shuffle_buffer: int = 2048,
+                  start_index: int = 0):
+  """Infinite, shuffled, augmented batches for training one stage.
+
+  refine: None for stage 1; for stage s >= 2 a dict with sigma, mean (K, 2), chol (K, 2, 2)
+  and draws (crops per image). start_index offsets the per-element seeds so a resumed run
+  does not replay the augmentations it already trained on.
+  Yields (crops (B, S, S, 3) float32, targets (B, K, 3)).
+  """
+  k = skeleton.num_joints
+  ds = _files_dataset(data_dir, split, True, seed)
+  ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+  ds = ds.enumerate(start=start_index)
+
+  if refine is None:
+    def fn(index, serialized):
+      features = records.parse(serialized, k)
+      return stage1_example(features, tf.stack([tf.cast(seed, tf.int64), index]), skeleton,
+                            input_size, augment)
+    ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  else:
+    mean = tf.constant(np.asarray(refine["mean"], np.float32))
+    chol = tf.constant(np.asarray(refine["chol"], np.float32))
+
+    def fn(index, serialized):
+      features = records.parse(serialized, k)
+      return refine_example(features, tf.stack([tf.cast(seed, tf.int64), index]), skeleton,
+                            input_size, refine["sigma"], mean, chol, refine["draws"], augment)
+    ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+    # Crops of one image are correlated: mix them with other images' before batching.
+    ds = ds.shuffle(max(4 * refine["draws"], 256), seed=seed + 1)
+  return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(data_dir: str, split: str, skeleton: Skeleton, batch_size: int,
+                 limit: Optional[int] = None):
+  """Batches of whole images for the cascade, in file order, every record exactly once.
+
+  Images of a batch are zero-padded to the batch's largest size: the crop already reads
+  zeros outside an image, so padding changes no pixel any box sees.
+  Yields dicts: image (B, Hmax, Wmax, 3) uint8, box (B, 4), joints (B, K, 2) image pixels,
+  visible (B, K), image_id (B,), height (B,), width (B,).
+  """
+  k = skeleton.num_joints
+  ds = _files_dataset(data_dir, split, False, 0)
+  if limit:
+    ds = ds.take(limit)
+
+  def fn(serialized):
+    f = records.parse(serialized, k)
+    return {"image": decode_image(f["image"], f["image_id"]), "box": initial_box(f),
+            "joints": _check_record(f), "visible": f["visible"], "image_id": f["image_id"],
+            "height": f["height"], "width": f["width"]}
+
+  ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def annotations(data_dir: str, split: str, skeleton: Skeleton):
+  """All poses of a split without decoding images: joints (N, K, 2), visible (N, K), boxes
+  (N, 4) initial boxes, ids (N,). Fast: used for the mean pose and for statistics."""
+  k = skeleton.num_joints
+  ds = _files_dataset(data_dir, split, False, 0).map(
+      lambda s: records.parse(s, k), num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(lambda f: {"joints": f["joints"], "visible": f["visible"],
+                         "box": initial_box(f), "image_id": f["image_id"]}).batch(4096)
+  parts = [{key: v.numpy() for key, v in b.items()} for b in ds]
+  if not parts:
+    raise ValueError(f"split {split!r} in {data_dir!r} has no records")
+  return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def mean_pose(data_dir: str, split: str, skeleton: Skeleton) -> np.ndarray:
+  """The masked mean of box-normalized training poses, (K, 2): the baseline that every
+  model must beat, and the initial bias of the regressor's output layer."""
+  a = annotations(data_dir, split, skeleton)
+  norm = geometry.normalize(a["joints"], a["box"]).numpy()
+  vis = a["visible"][..., None]
+  counts = vis.sum(axis=0)
+  if np.any(counts == 0):
+    missing = [skeleton.joints[i] for i in np.flatnonzero(counts[:, 0] == 0)]
+    raise ValueError(f"split {split!r} in {data_dir!r} never annotates joints {missing}")
+  return ((norm * vis).sum(axis=0) / counts).astype(np.float32)

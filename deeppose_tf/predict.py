@@ -1,0 +1,72 @@
+"""Runs a cascade over every image of a split (with a progress bar) and gathers the results."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from deeppose_tf import pipeline
+from deeppose_tf.cascade import Cascade
+from deeppose_tf.data import records
+
+
+class Progress:
+  """A one-line progress bar on a terminal, periodic log lines otherwise."""
+
+  def __init__(self, total: Optional[int], desc: str):
+    self.total, self.desc, self.n = total, desc, 0
+    self.start = time.time()
+    self.tty = sys.stderr.isatty()
+    self.last = 0.0
+
+  def update(self, n: int):
+    self.n += n
+    now = time.time()
+    done = self.total is not None and self.n >= self.total
+    if not (self.tty or done or now - self.last > 10):
+      return
+    self.last = now
+    rate = self.n / max(now - self.start, 1e-9)
+    if self.total:
+      filled = int(30 * min(self.n / self.total, 1))
+      bar = f"[{'=' * filled}{'.' * (30 - filled)}] {self.n}/{self.total}"
+    else:
+      bar = str(self.n)
+    line = f"{self.desc}: {bar} images, {rate:.1f} img/s"
+    sys.stderr.write(("\r" + line) if self.tty else line + "\n")
+    if done and self.tty:
+      sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def predict_split(casc: Cascade, data_dir: str, split: str, limit: Optional[int] = None,
+                  batch_size: int = 16, keep_images: int = 0, desc: str = "predict") -> dict:
+  """Cascade predictions on a split, in record order.
+
+  Returns poses (N, S, K, 2), joints (N, K, 2), visible (N, K), boxes (N, 4) (image
+  pixels), ids (N,), and `images`: the first `keep_images` images (uint8, own sizes).
+  """
+  skeleton = casc.skeleton
+  total = records.read_meta(data_dir, split)["num_records"]
+  if limit:
+    total = min(total, limit)
+  run = tf.function(casc.predict, reduce_retracing=True)
+  parts, images = [], []
+  bar = Progress(total, desc)
+  for batch in pipeline.eval_dataset(data_dir, split, skeleton, batch_size, limit):
+    poses = run(batch["image"], batch["box"]).numpy()
+    parts.append({"poses": poses, "joints": batch["joints"].numpy(),
+                  "visible": batch["visible"].numpy(), "boxes": batch["box"].numpy(),
+                  "ids": batch["image_id"].numpy()})
+    for i in range(len(poses)):
+      if len(images) < keep_images:
+        h, w = int(batch["height"][i]), int(batch["width"][i])
+        images.append(batch["image"][i, :h, :w].numpy())
+    bar.update(len(poses))
+  out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+  out["images"] = images
+  return out

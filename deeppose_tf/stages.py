@@ -1,0 +1,101 @@
+"""One cascade stage from start to finish: prerequisites, data, fit, model, statistics.
+
+Stage s >= 2 needs stage s-1's model (for the displacement statistics it was trained on)
+and statistics; a stage is finished when both its model.keras and displacement.json exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from deeppose_tf import atomic, cascade, pipeline, predict, trainer
+from deeppose_tf import model as model_lib
+from deeppose_tf.flags import Settings
+from deeppose_tf.skeleton import get_skeleton
+
+
+def mean_pose(workdir: str, settings: Settings) -> np.ndarray:
+  """The mean box-normalized training pose (K, 2), cached in WORKDIR/mean_pose.json."""
+  path = os.path.join(workdir, "mean_pose.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return np.asarray(json.load(f)["mean_pose"], np.float32)
+  pose = pipeline.mean_pose(settings.data_dir, settings.train_split,
+                            get_skeleton(settings.skeleton))
+  atomic.write_text(path, json.dumps({"mean_pose": pose.tolist()}))
+  return pose
+
+
+def is_finished(workdir: str, stage: int) -> bool:
+  return (os.path.exists(cascade.model_path(workdir, stage))
+          and os.path.exists(cascade.stats_path(workdir, stage)))
+
+
+def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
+  """Trains stage `stage` unless finished; returns True when it trained."""
+  if is_finished(workdir, stage):
+    logging.info("stage %d is already trained in %s; skipping", stage, workdir)
+    return False
+  skeleton = get_skeleton(settings.skeleton)
+  refine = None
+  if stage == 1:
+    bias = mean_pose(workdir, settings)
+  else:
+    for s in range(1, stage):
+      if not os.path.exists(cascade.model_path(workdir, s)):
+        raise ValueError(
+            f"stage {stage} needs stage {s}'s model at {cascade.model_path(workdir, s)}; "
+            f"train it with `python -m deeppose_tf.train --workdir={workdir} --stage={s}` "
+            "(same flags)")
+    stats = cascade.load_stats(workdir, stage - 1)
+    refine = {"sigma": settings.sigma, "mean": stats["mean"], "chol": stats["chol"],
+              "draws": settings.draws}
+    # A refinement target is the joint seen from a box centred at y + delta: -delta on
+    # average, so the output starts at minus the previous stage's mean displacement.
+    bias = -np.asarray(stats["mean"], np.float32)
+
+  steps = settings.steps_for(stage)
+  every = min(settings.checkpoint_every, steps)
+  fit = trainer.FitConfig(steps=steps, learning_rate=settings.learning_rate,
+                          optimizer=settings.optimizer, checkpoint_every=every,
+                          verbose=settings.verbose)
+  logging.info("stage %d: %d steps at global batch %d (%s)", stage, steps,
+               settings.batch_size, "images" if stage == 1 else "joint crops")
+
+  def build():
+    return model_lib.build_regressor(settings.model, bias, name=f"stage{stage}")
+
+  def dataset(start_step):
+    return pipeline.train_dataset(
+        settings.data_dir, settings.train_split, skeleton, settings.model.input_size,
+        settings.batch_size, settings.seed + 1000 * stage, settings.augment, refine,
+        start_index=start_step * settings.batch_size)
+
+  sdir = cascade.stage_dir(workdir, stage)
+  os.makedirs(sdir, exist_ok=True)
+  model, _ = trainer.fit_stage(strategy, build, dataset, os.path.join(sdir, "ckpt"), fit,
+                               log_dir=os.path.join(workdir, "logs", f"stage{stage}"))
+  cascade.save_model(model, cascade.model_path(workdir, stage))
+  write_stats(workdir, stage, settings)
+  return True
+
+
+def write_stats(workdir: str, stage: int, settings: Settings) -> dict:
+  """Runs stages 1..stage over training images and saves stage's displacement statistics."""
+  skeleton = get_skeleton(settings.skeleton)
+  casc = cascade.Cascade.load(workdir, num_stages=stage)
+  out = predict.predict_split(casc, settings.data_dir, settings.train_split,
+                              limit=settings.stats_images or None, batch_size=16,
+                              desc=f"stage {stage} statistics")
+  stats = cascade.displacement_stats(out["poses"][:, -1], out["joints"], out["visible"],
+                                     skeleton, settings.sigma)
+  cascade.save_stats(workdir, stage, stats)
+  spread = np.sqrt(np.trace(np.asarray(stats["cov"]), axis1=1, axis2=2))
+  logging.info("stage %d displacement (box sides): |mean| %.3f, spread %.3f (avg over joints)",
+               stage, float(np.linalg.norm(stats["mean"], axis=-1).mean()), float(spread.mean()))
+  return stats
