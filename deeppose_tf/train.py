@@ -37,11 +37,10 @@ def main(argv):
   atomic.write_text(os.path.join(workdir, "flags.txt"), FLAGS.flags_into_string())
   data_dir = dp_flags.resolve_data_dir(FLAGS)
   splits = prepare.SPLITS[FLAGS.dataset]
-  if FLAGS.dataset == "synthetic":
+  if FLAGS.dataset == "synthetic" and not FLAGS.data_dir:
     prepare.ensure_synthetic(data_dir, FLAGS.num_train, FLAGS.num_test, FLAGS.seed)
-  elif FLAGS.source_dir:
-    prepare.prepare(FLAGS.dataset, data_dir, FLAGS.source_dir, seed=FLAGS.seed) \
-        if not os.path.exists(os.path.join(data_dir, f"{splits[1]}.json")) else None
+  elif FLAGS.source_dir and not os.path.exists(os.path.join(data_dir, f"{splits[1]}.json")):
+    prepare.prepare(FLAGS.dataset, data_dir, FLAGS.source_dir, seed=FLAGS.seed)
 
   skeleton = get_skeleton(FLAGS.dataset)
   settings = dp_flags.stage_settings(FLAGS, skeleton, data_dir)
