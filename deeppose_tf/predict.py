@@ -54,7 +54,9 @@ def predict_split(casc: Cascade, data_dir: str, split: str, limit: Optional[int]
   total = records.read_meta(data_dir, split)["num_records"]
   if limit:
     total = min(total, limit)
-  run = tf.function(casc.predict, reduce_retracing=True)
+  # One trace for every batch: image sizes vary from batch to batch.
+  run = tf.function(casc.predict, input_signature=[
+      tf.TensorSpec([None, None, None, 3], tf.uint8), tf.TensorSpec([None, 4], tf.float32)])
   parts, images = [], []
   bar = Progress(total, desc)
   for batch in pipeline.eval_dataset(data_dir, split, skeleton, batch_size, limit):

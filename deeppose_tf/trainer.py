@@ -147,5 +147,6 @@ def fit_stage(strategy: tf.distribute.Strategy, build_model: Callable[[], keras.
                                                  write_graph=False))
   verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
   history = model.fit(make_dataset(step), epochs=epochs, initial_epoch=initial_epoch,
-                      steps_per_epoch=per_epoch, callbacks=callbacks, verbose=verbose)
+                      steps_per_epoch=per_epoch, callbacks=callbacks, verbose=verbose,
+                      shuffle=False)
   return model, history.history
