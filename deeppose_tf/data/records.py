@@ -47,14 +47,14 @@ class PoseRecord:
 
 
 def image_size(image_id: str, data: bytes) -> tuple:
-  """(height, width) of encoded image bytes, read from the header only.
+  """(height, width) of encoded image bytes, after checking that they fully decode.
 
-  Raises ValueError naming the record when the bytes are not a readable image.
+  The declared size is checked against MAX_IMAGE_PIXELS from the header, before any pixel
+  is decoded. Raises ValueError naming the record when the bytes are not a readable image.
   """
   try:
     with Image.open(io.BytesIO(data)) as im:
       width, height = im.size
-      im.verify()  # checks the stream structure without decoding all pixels
   except Exception as e:  # PIL raises many types for bad bytes
     raise ValueError(f"record {image_id!r}: not a readable JPEG/PNG image ({e})") from None
   if width <= 0 or height <= 0:
@@ -63,6 +63,13 @@ def image_size(image_id: str, data: bytes) -> tuple:
     raise ValueError(
         f"record {image_id!r}: image is {width}x{height} = {width * height} pixels, over the "
         f"limit of {MAX_IMAGE_PIXELS}")
+  try:
+    with Image.open(io.BytesIO(data)) as im:
+      im.verify()  # PNG: checks chunk CRCs; JPEG: nothing, hence the full decode below
+    with Image.open(io.BytesIO(data)) as im:
+      im.load()  # decodes every pixel: truncated or corrupt data fails here, not in training
+  except Exception as e:
+    raise ValueError(f"record {image_id!r}: image data is corrupt or truncated ({e})") from None
   return height, width
 
 
@@ -136,7 +143,7 @@ def write_split(records: Iterable[PoseRecord], output_dir: str, split: str, num_
   import tensorflow as tf
 
   os.makedirs(output_dir, exist_ok=True)
-  for stale in glob.glob(os.path.join(output_dir, f"{split}-*.tfrecord")):
+  for stale in glob.glob(os.path.join(output_dir, f"{split}-[0-9]*-of-[0-9]*.tfrecord")):
     os.remove(stale)
   meta_path = os.path.join(output_dir, f"{split}.json")
   if os.path.exists(meta_path):
@@ -191,7 +198,8 @@ def list_shards(data_dir: str, split: str) -> List[str]:
   paths = [os.path.join(data_dir, f"{split}-{i:05d}-of-{n:05d}.tfrecord") for i in range(n)]
   missing = [p for p in paths if not os.path.exists(p)]
   if missing:
-    raise ValueError(f"split {split!r} in {data_dir!r} is missing shards {missing}")
+    raise ValueError(f"split {split!r} in {data_dir!r} is missing shards {missing}; write it "
+                     "again with `python -m deeppose_tf.data.prepare`")
   return paths
 
 
