@@ -56,7 +56,8 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
             "pcp": "strict PCP@0.5, mean over upper/lower arms (and legs), paper Table 1",
             "stages": summaries, "mean_pose": baseline}
   atomic.write_text(os.path.join(workdir, "report.json"),
-                    json.dumps(result, indent=1, default=_json_default))
+                    json.dumps(_finite_or_none(result), indent=1, default=_json_default,
+                               allow_nan=False))
   table_md = report.pcp_table_markdown(summaries, skeleton, baseline)
   atomic.write_text(os.path.join(workdir, "report.md"), table_md)
   report.plot_pdj_curves(summaries, skeleton, os.path.join(workdir, "pdj_curves.png"), baseline)
@@ -70,6 +71,21 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   print()
   print(table_md)
   return result
+
+
+def _finite_or_none(o):
+  """NaN (a rate with nothing to count) becomes null: strict JSON has no NaN."""
+  if isinstance(o, dict):
+    return {k: _finite_or_none(v) for k, v in o.items()}
+  if isinstance(o, (list, tuple)):
+    return [_finite_or_none(v) for v in o]
+  if isinstance(o, np.ndarray):
+    return _finite_or_none(o.tolist())
+  if isinstance(o, (float, np.floating)):
+    return float(o) if np.isfinite(o) else None
+  if isinstance(o, np.integer):
+    return int(o)
+  return o
 
 
 def _json_default(o):
