@@ -20,8 +20,9 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "ai-edge-litert"],
+        "test": ["pytest", "hypothesis", "ai-edge-litert", "opencv-python-headless<5"],
         "tflite": ["ai-edge-litert"],
-        "face": ["opencv-python-headless"],
+        # 5.x dropped the Haar CascadeClassifier the FLIC face box uses.
+        "face": ["opencv-python-headless<5"],
     },
 )

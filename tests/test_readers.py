@@ -299,8 +299,8 @@ def test_flic_shape_and_file_errors(tmp_path):
   _flic_fixture(root, extra=[bad])
   with pytest.raises(ValueError, match=r"'train', 'test'"):
     flic.read_flic(root, "val")
-  with pytest.raises(ValueError, match=r"'torso', 'none'"):
-    flic.read_flic(root, "train", box="face")
+  with pytest.raises(ValueError, match=r"'torso', 'face', 'none'"):
+    flic.read_flic(root, "train", box="head")
   with pytest.raises(ValueError, match=r"flic/0005.*\(29, 2\).*\(2, 29\)"):
     list(flic.read_flic(root, "train"))
   inverted = fm.flic_example("movie-a-00001.jpg", fm.flic_coords(6), (9, 1, 1, 9), True)

@@ -3,10 +3,16 @@
   python -m deeppose_tf.data.prepare --dataset=synthetic --output=DIR [--num_train=N
       --num_test=N --seed=S]
   python -m deeppose_tf.data.prepare --dataset=lsp|lspet|flic --source=DIR --output=DIR
+      [--flic_box=torso|face]
 
 Splits written: synthetic train/test; lsp train/test; lspet train/val (seeded split of the
 images at hand); flic train/test. Each split is complete only once its `{split}.json` is in
 place (shards are renamed in first), so an interrupted run never looks finished.
+
+FLIC's initial box (`--flic_box`): "torso" (default) = FLIC's torso box; "face" = the
+paper's face-detector box (needs `pip install "deeppose_tf[face]"`): the face -> person box
+scaler is fitted on train and saved as `flic_face_scaler.json` beside the shards, test uses
+it, and each split's json records {"box", "face_found", "fallback_torso", "face_scaler"}.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ SPLITS: Dict[str, tuple] = {
     "synthetic": ("train", "test"), "lsp": ("train", "test"), "lspet": ("train", "val"),
     "flic": ("train", "test"),
 }
+FLIC_BOXES = ("torso", "face")
 
 
 def check_dataset(name: str) -> str:
@@ -35,7 +42,8 @@ def check_dataset(name: str) -> str:
 
 
 def _reader(dataset: str, split: str, source: Optional[str], num: int, seed: int,
-            start: int) -> Iterator[records.PoseRecord]:
+            start: int, output: str = "", flic_box: str = "torso",
+            meta: Optional[dict] = None) -> Iterator[records.PoseRecord]:
   if dataset == "synthetic":
     from deeppose_tf.data import synthetic
     return synthetic.generate(num, seed=seed, start=start)
@@ -48,8 +56,10 @@ def _reader(dataset: str, split: str, source: Optional[str], num: int, seed: int
   if dataset == "lspet":
     from deeppose_tf.data import lsp
     return lsp.read_lspet(source, split, seed=seed)
-  from deeppose_tf.data import flic
-  return flic.read_flic(source, split)
+  from deeppose_tf.data import face_box, flic
+  # Train fits and writes the scaler, test (written after train) reads it back.
+  scaler = os.path.join(output, face_box.SCALER_FILE) if flic_box == "face" else None
+  return flic.read_flic(source, split, box=flic_box, face_scaler=scaler, box_stats=meta)
 
 
 def _progress(split: str, total: Optional[int]):
@@ -71,19 +81,28 @@ def _progress(split: str, total: Optional[int]):
 
 
 def prepare(dataset: str, output: str, source: Optional[str] = None, num_train: int = 5000,
-            num_test: int = 500, seed: int = 0, num_shards: int = 4) -> Dict[str, int]:
-  """Writes every split of `dataset` into `output`; returns {split: record count}."""
+            num_test: int = 500, seed: int = 0, num_shards: int = 4,
+            flic_box: str = "torso") -> Dict[str, int]:
+  """Writes every split of `dataset` into `output`; returns {split: record count}.
+
+  flic_box: FLIC's initial box, "torso" or "face" (see the module docstring).
+  """
   check_dataset(dataset)
+  if flic_box not in FLIC_BOXES:
+    raise ValueError(f"unknown flic_box {flic_box!r}; expected one of {list(FLIC_BOXES)}")
+  if flic_box != "torso" and dataset != "flic":
+    raise ValueError(f"flic_box={flic_box!r} applies to dataset 'flic' only, not {dataset!r}")
   skeleton = get_skeleton(dataset)
   counts = {}
   for split in SPLITS[dataset]:
     # Synthetic test images come from a disjoint index range of the same seed.
     num = num_train if split == "train" else num_test
     start = 0 if split == "train" else num_train
-    reader = _reader(dataset, split, source, num, seed, start)
-    total = num if dataset == "synthetic" else None
     meta = {"dataset": dataset, "skeleton": skeleton.name, "seed": seed,
             "source": os.path.abspath(source) if source else None}
+    # The FLIC reader fills meta's box statistics while write_split consumes it.
+    reader = _reader(dataset, split, source, num, seed, start, output, flic_box, meta)
+    total = num if dataset == "synthetic" else None
     t0 = time.time()
     counts[split] = records.write_split(reader, output, split, skeleton.num_joints,
                                         num_shards=num_shards, meta=meta,
@@ -118,17 +137,23 @@ if __name__ == "__main__":
   flags.DEFINE_integer("num_test", 500, "Synthetic: test images.")
   flags.DEFINE_integer("seed", 0, "Synthetic: generator seed; LSPET: train/val split seed.")
   flags.DEFINE_integer("num_shards", 4, "TFRecord shards per split.")
+  flags.DEFINE_enum("flic_box", "torso", list(FLIC_BOXES),
+                    "FLIC initial box: the torso box, or the paper's face-detector box "
+                    "(needs opencv: pip install \"deeppose_tf[face]\").")
   flags.mark_flags_as_required(["dataset", "output"])
 
 
 def main(argv):
   del argv
   counts = prepare(FLAGS.dataset, FLAGS.output, FLAGS.source, FLAGS.num_train, FLAGS.num_test,
-                   FLAGS.seed, FLAGS.num_shards)
+                   FLAGS.seed, FLAGS.num_shards, FLAGS.flic_box)
   for split, n in counts.items():
     meta = records.read_meta(FLAGS.output, split)
     print(f"{split}: {n} images, {meta['annotated_joints']} annotated joints, "
           f"{meta['masked_joints']} masked joints")
+    if meta.get("box") == "face":
+      print(f"  face box for {meta['face_found']}, torso box fallback (no face) for "
+            f"{meta['fallback_torso']}")
 
 
 if __name__ == "__main__":

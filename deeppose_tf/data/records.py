@@ -47,7 +47,8 @@ class PoseRecord:
 
 
 def image_size(image_id: str, data: bytes) -> tuple:
-  """(height, width) of encoded image bytes, after checking that they fully decode.
+  """(height, width) of encoded image bytes, after checking that they fully decode with
+  the same TF decoder the pipeline uses.
 
   The declared size is checked against MAX_IMAGE_PIXELS from the header, before any pixel
   is decoded. Raises ValueError naming the record when the bytes are not a readable image.
@@ -63,13 +64,16 @@ def image_size(image_id: str, data: bytes) -> tuple:
     raise ValueError(
         f"record {image_id!r}: image is {width}x{height} = {width * height} pixels, over the "
         f"limit of {MAX_IMAGE_PIXELS}")
+  # The decoder training uses is the judge: what passes here decodes in the pipeline.
+  import tensorflow as tf
   try:
-    with Image.open(io.BytesIO(data)) as im:
-      im.verify()  # PNG: checks chunk CRCs; JPEG: nothing, hence the full decode below
-    with Image.open(io.BytesIO(data)) as im:
-      im.load()  # decodes every pixel: truncated or corrupt data fails here, not in training
-  except Exception as e:
-    raise ValueError(f"record {image_id!r}: image data is corrupt or truncated ({e})") from None
+    decoded = tf.io.decode_image(data, channels=3, expand_animations=False)
+  except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+    raise ValueError(f"record {image_id!r}: image data is corrupt or truncated "
+                     f"({e.message.splitlines()[0][:200]})") from None
+  if tuple(decoded.shape[:2]) != (height, width):
+    raise ValueError(f"record {image_id!r}: header says {width}x{height} but the image "
+                     f"decodes to {decoded.shape[1]}x{decoded.shape[0]}")
   return height, width
 
 
