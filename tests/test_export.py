@@ -1,0 +1,404 @@
+"""Export: SavedModel in a fresh process, TF Serving request shapes, bad inputs, TFLite, atomicity.
+
+One tiny untrained 2-stage cascade (input 72, width 0.1, fc 32, random output layer so poses
+depend on the image) is written as a workdir and exported once per module.
+"""
+
+import base64
+import dataclasses
+import http.server
+import importlib.util
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import zlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from deeppose_tf import cascade, export, geometry, pipeline
+from deeppose_tf import model as model_lib
+from deeppose_tf.skeleton import LSP14
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 72
+
+
+def _env():
+  env = dict(os.environ)
+  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def _encode(array, fmt):
+  buf = io.BytesIO()
+  Image.fromarray(array).save(buf, fmt)
+  return buf.getvalue()
+
+
+def _client():
+  spec = importlib.util.spec_from_file_location("deeppose_client",
+                                                os.path.join(REPO, "export", "client.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _png_declaring(width, height):
+  """A valid small PNG whose IHDR is rewritten to declare width x height (CRC fixed)."""
+  data = bytearray(_encode(np.zeros((4, 4, 3), np.uint8), "PNG"))
+  data[16:24] = struct.pack(">II", width, height)
+  data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+  return bytes(data)
+
+
+def _jpeg_declaring(width, height):
+  """A small baseline JPEG whose SOF0 frame header declares width x height."""
+  data = bytearray(_encode(np.zeros((8, 8, 3), np.uint8), "JPEG"))
+  sof = data.index(b"\xff\xc0")
+  data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+  return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def workdir(tiny_data, tmp_path_factory):
+  d = str(tmp_path_factory.mktemp("export_workdir"))
+  keras.utils.set_random_seed(0)
+  config = model_lib.ModelConfig(input_size=SIZE, width=0.1, fc_units=32,
+                                 output_init="default")
+  for s in (1, 2):
+    os.makedirs(cascade.stage_dir(d, s))
+    cascade.save_model(model_lib.build_regressor(config, name=f"stage{s}"),
+                       cascade.model_path(d, s))
+  with open(os.path.join(d, "config.json"), "w") as f:
+    json.dump({"skeleton": "lsp14", "input_size": SIZE, "sigma": 2.0, "num_stages": 2,
+               "data_dir": tiny_data, "train_split": "train",
+               "model": dataclasses.asdict(config)}, f)
+  return d
+
+
+@pytest.fixture(scope="module")
+def casc(workdir):
+  return cascade.Cascade.load(workdir)
+
+
+@pytest.fixture(scope="module")
+def exported(workdir, tmp_path_factory):
+  """Exported through the CLI, as a user would."""
+  out = str(tmp_path_factory.mktemp("serving") / "deeppose")
+  run = subprocess.run([sys.executable, "-m", "deeppose_tf.export", f"--workdir={workdir}",
+                        f"--output={out}", "--version=3"], capture_output=True, text=True,
+                       env=_env(), cwd=REPO, timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert sorted(os.listdir(out)) == ["3"]
+  return os.path.join(out, "3")
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+  return tf.saved_model.load(exported)
+
+
+@pytest.fixture(scope="module")
+def images():
+  """A JPEG (50 x 70, h x w) and a PNG (83 x 41) of different sizes."""
+  rng = np.random.RandomState(5)
+  return [_encode(rng.randint(0, 256, (50, 70, 3)).astype(np.uint8), "JPEG"),
+          _encode(rng.randint(0, 256, (83, 41, 3)).astype(np.uint8), "PNG")]
+
+
+def _reference(casc, encoded, box=None):
+  """In-process Cascade.predict on one image decoded by the pipeline: (S, K, 2)."""
+  image = pipeline.decode_image(encoded)
+  if box is None:
+    box = geometry.full_image_box(tf.shape(image)[0], tf.shape(image)[1])
+  return casc.predict(image[None], tf.constant(box, tf.float32)[None]).numpy()[0]
+
+
+_FRESH = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    import tensorflow as tf
+    path, images = sys.argv[1], [bytes.fromhex(h) for h in json.load(sys.stdin)]
+    m = tf.saved_model.load(path)
+    full = m.signatures["serving_default"](image_bytes=tf.constant(images))
+    boxed = m.signatures["predict_bytes_with_boxes"](
+        image_bytes=tf.constant(images), boxes=tf.constant([[30, 22, 40, 36], [0, 0, 0, 0]],
+                                                           tf.float32))
+    with open(os.path.join(path, "assets", "joint_names.txt")) as f:
+      asset = f.read().split()
+    print(json.dumps({
+        "full": full["joints_per_stage"].numpy().tolist(),
+        "last": full["joints"].numpy().tolist(),
+        "boxed": boxed["joints_per_stage"].numpy().tolist(),
+        "names": [n.decode() for n in m.joint_names().numpy()],
+        "skeleton": m.skeleton_name().numpy().decode(), "asset": asset,
+        "package_imported": any(k.startswith("deeppose_tf") for k in sys.modules)}))
+""")
+
+
+def test_saved_model_in_fresh_process_matches_cascade(exported, casc, images):
+  run = subprocess.run([sys.executable, "-c", _FRESH, exported],
+                       input=json.dumps([im.hex() for im in images]), capture_output=True,
+                       text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                       timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  got = json.loads(run.stdout.strip().splitlines()[-1])
+  assert not got["package_imported"]
+  assert got["names"] == list(LSP14.joints) == got["asset"] and got["skeleton"] == "lsp14"
+  full = np.asarray(got["full"])
+  assert full.shape == (2, 2, 14, 2)
+  np.testing.assert_array_equal(np.asarray(got["last"]), full[:, -1])
+  for i, encoded in enumerate(images):  # the PNG is padded to the JPEG's width and back
+    np.testing.assert_allclose(full[i], _reference(casc, encoded), atol=1e-3)
+  boxed = np.asarray(got["boxed"])
+  np.testing.assert_allclose(boxed[0], _reference(casc, images[0], [30, 22, 40, 36]),
+                             atol=1e-3)
+  np.testing.assert_allclose(boxed[1], full[1], atol=1e-3)  # zero box = full image
+
+
+def test_saved_model_cli_lists_signatures_and_outputs(exported):
+  exe = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+  cmd = ([exe] if os.path.exists(exe) else
+         [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"])
+  run = subprocess.run(cmd + ["show", "--all", "--dir", exported], capture_output=True,
+                       text=True, env=_env(), timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  for name in ("serving_default", "predict_bytes_with_boxes", "predict_images"):
+    assert f"signature_def['{name}']" in run.stdout
+  for key in ("inputs['image_bytes']", "inputs['boxes']", "inputs['images']",
+              "outputs['joints']", "outputs['joints_per_stage']"):
+    assert key in run.stdout, key
+
+
+def test_rest_json_body_gives_predict_images_joints(loaded, images):
+  """The body TF Serving receives for serving_default, decoded the way it does ({"b64"} ->
+  DT_STRING bytes), gives the joints of predict_images on the decoded pixels. The PNG is
+  decoded by PIL (lossless, so every decoder agrees); JPEG decoders differ by a few levels,
+  so the JPEG reference uses TF's decoder."""
+  body = json.dumps({"instances": [{"b64": base64.b64encode(im).decode()} for im in images]})
+  assert json.loads(body)["instances"] == _client().rest_body(images)["instances"]
+  strings = [base64.b64decode(row["b64"]) for row in json.loads(body)["instances"]]
+  out = loaded.signatures["serving_default"](image_bytes=tf.constant(strings))
+  pixels = [tf.io.decode_jpeg(images[0], channels=3).numpy(),
+            np.asarray(Image.open(io.BytesIO(images[1])).convert("RGB"))]
+  for i, p in enumerate(pixels):
+    ref = loaded.signatures["predict_images"](images=tf.constant(p[None]),
+                                              boxes=tf.zeros([1, 4]))
+    np.testing.assert_allclose(out["joints"][i], ref["joints"][0], atol=1e-3)
+
+
+class _FakeServing(http.server.BaseHTTPRequestHandler):
+  """Just enough of TF Serving's REST :predict (row and columnar formats) for the client."""
+
+  def do_POST(self):
+    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    sig = self.server.model.signatures[body.get("signature_name", "serving_default")]
+
+    def tensor(v):
+      if isinstance(v[0], dict):
+        return tf.constant([base64.b64decode(x["b64"]) for x in v])
+      return tf.constant(v, tf.float32)
+
+    try:
+      if "instances" in body:
+        out = sig(image_bytes=tensor(body["instances"]))
+        b = out["joints"].shape[0]
+        reply = {"predictions": [{k: v[i].numpy().tolist() for k, v in out.items()}
+                                 for i in range(b)]}
+      else:
+        out = sig(**{k: tensor(v) for k, v in body["inputs"].items()})
+        reply = {"outputs": {k: v.numpy().tolist() for k, v in out.items()}}
+      code = 200
+    except tf.errors.InvalidArgumentError as e:
+      reply, code = {"error": e.message}, 400
+    data = json.dumps(reply).encode()
+    self.send_response(code)
+    self.send_header("Content-Length", str(len(data)))
+    self.end_headers()
+    self.wfile.write(data)
+
+  def log_message(self, *args):
+    pass
+
+
+def test_client_rest_round_trip(loaded, images):
+  client = _client()
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeServing)
+  server.model = loaded
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  url = f"http://127.0.0.1:{server.server_address[1]}"
+  try:
+    full = client.predict_rest(url, "deeppose", images)
+    ref = loaded.signatures["serving_default"](image_bytes=tf.constant(images))
+    np.testing.assert_allclose(full["joints"], ref["joints"], atol=1e-4)
+    boxed = client.predict_rest(url, "deeppose", images, [[30, 22, 40, 36], [0, 0, 0, 0]])
+    assert boxed["joints_per_stage"].shape == (2, 2, 14, 2)
+    np.testing.assert_allclose(boxed["joints"][1], ref["joints"][1], atol=1e-4)
+    with pytest.raises(RuntimeError, match=r"HTTP 400.*image_bytes\[1\] is an empty string"):
+      client.predict_rest(url, "deeppose", [images[0], b""])
+  finally:
+    server.shutdown()
+  assert client.joint_names(14) == list(LSP14.joints)
+
+
+def test_client_grpc_round_trip(loaded, images):
+  pytest.importorskip("tensorflow_serving.apis.prediction_service_pb2_grpc")
+  import grpc
+  from concurrent import futures
+  from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+  class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def Predict(self, request, context):
+      sig = loaded.signatures[request.model_spec.signature_name]
+      out = sig(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+      reply = predict_pb2.PredictResponse()
+      for k, v in out.items():
+        reply.outputs[k].CopyFrom(tf.make_tensor_proto(v.numpy()))
+      return reply
+
+  server = grpc.server(futures.ThreadPoolExecutor(2))
+  prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), server)
+  port = server.add_insecure_port("127.0.0.1:0")
+  server.start()
+  try:
+    out = _client().predict_grpc(f"127.0.0.1:{port}", "deeppose", images,
+                                 [[30, 22, 40, 36], [0, 0, 0, 0]])
+  finally:
+    server.stop(None)
+  ref = loaded.signatures["predict_bytes_with_boxes"](
+      image_bytes=tf.constant(images), boxes=tf.constant([[30, 22, 40, 36], [0, 0, 0, 0.]]))
+  np.testing.assert_allclose(out["joints"], ref["joints"], atol=1e-4)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (b"GIF89a definitely not a pose image", r"image_bytes\[1\] is not a JPEG or PNG image"),
+    (b"", r"image_bytes\[1\] is an empty string"),
+    ("png0x0", r"image_bytes\[1\] declares a 0x0 \(width x height\) image"),
+    ("png_huge", r"image_bytes\[1\] declares 10000x10000 .* over the limit of 50000000"),
+    ("jpeg_huge", r"image_bytes\[1\] declares 12000x9000 .* over the limit of 50000000"),
+    ("png_truncated", r"image_bytes\[1\] is a truncated PNG"),
+])
+def test_bad_images_fail_clearly_and_the_model_survives(loaded, images, bad, message):
+  bad = {"png0x0": _png_declaring(0, 0), "png_huge": _png_declaring(10000, 10000),
+         "jpeg_huge": _jpeg_declaring(12000, 9000),
+         "png_truncated": images[1][:20]}.get(bad, bad)
+  for sig, extra in (("serving_default", {}),
+                     ("predict_bytes_with_boxes", {"boxes": tf.zeros([2, 4])})):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+      loaded.signatures[sig](image_bytes=tf.constant([images[0], bad]), **extra)
+  good = loaded.signatures["serving_default"](image_bytes=tf.constant(images[:1]))
+  assert np.all(np.isfinite(good["joints"].numpy()))
+
+
+def test_boxes_must_match_the_images(loaded, images):
+  with pytest.raises(tf.errors.InvalidArgumentError, match="boxes has 1 rows for 2 images"):
+    loaded.signatures["predict_bytes_with_boxes"](image_bytes=tf.constant(images),
+                                                  boxes=tf.zeros([1, 4]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="image_bytes is an empty batch"):
+    loaded.signatures["serving_default"](image_bytes=tf.constant([], tf.string))
+
+
+def _tflite_run(path_or_bytes, canvas, box):
+  from ai_edge_litert.interpreter import Interpreter
+  kwargs = ({"model_path": path_or_bytes} if isinstance(path_or_bytes, str)
+            else {"model_content": path_or_bytes})
+  interpreter = Interpreter(**kwargs, num_threads=2)
+  ops = {op["op_name"] for op in interpreter._get_ops_details()}
+  out = interpreter.get_signature_runner("serving_default")(image=canvas, box=box)
+  return out, ops, interpreter
+
+
+def _canvases(count, seed=0):
+  """(uint8 (1, 144, 144, 3) canvas, float32 (1, 4) full-image box) of random-size images."""
+  rng = np.random.RandomState(seed)
+  for _ in range(count):
+    h, w = rng.randint(40, 140, 2)
+    canvas, _ = export.fit_to_canvas(rng.randint(0, 256, (h, w, 3)).astype(np.uint8),
+                                     2 * SIZE, 2 * SIZE)
+    yield canvas[None].astype(np.uint8), np.array([[w / 2, h / 2, w, h]], np.float32)
+
+
+def _check_ops(ops):
+  assert not [op for op in ops if "FLEX" in op.upper() or op.startswith("Flex")], ops
+  assert not ops & {"READ_VARIABLE", "VAR_HANDLE", "ASSIGN_VARIABLE"}, ops
+  assert {"CONV_2D", "FULLY_CONNECTED", "GATHER"} <= ops
+
+
+@pytest.fixture(scope="module")
+def tflite_fp32(workdir, tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("tflite") / "deeppose.tflite")
+  run = subprocess.run([sys.executable, "-m", "deeppose_tf.export", f"--workdir={workdir}",
+                        f"--output={path}", "--format=tflite"], capture_output=True,
+                       text=True, env=_env(), cwd=REPO, timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  return path
+
+
+def test_tflite_fp32_builtin_ops_matches_saved_model(tflite_fp32, loaded, casc):
+  kernels = sum(int(np.prod(w.shape)) for net in casc.stages for w in net.weights
+                if w.name == "kernel")
+  assert os.path.getsize(tflite_fp32) >= 4 * kernels  # weights are in the file, as float32
+  for canvas, box in _canvases(3):
+    out, ops, interpreter = _tflite_run(tflite_fp32, canvas.astype(np.float32), box)
+    ref = loaded.signatures["predict_images"](images=tf.constant(canvas), boxes=box)
+    np.testing.assert_allclose(out["joints_per_stage"], ref["joints_per_stage"], atol=0.5)
+    np.testing.assert_allclose(out["joints"], ref["joints"], atol=0.5)
+  _check_ops(ops)
+  shapes = {d["name"]: list(d["shape"]) for d in interpreter.get_input_details()}
+  assert sorted(shapes.values()) == [[1, 4], [1, 2 * SIZE, 2 * SIZE, 3]]
+
+
+# Deviation from the SavedModel in units of the box side (box = the image; a quantization
+# error in the box-normalized outputs scales with the box). Measured over 5 random-init
+# cascades of this size x 6 random images of 40-140 px: float16 max 0.0045, mean 0.0006;
+# int8 (networks only, geometry float) max 0.053, mean 0.020. For this fixture (seed 0):
+# float16 0.0010 / 0.0002, int8 0.028 / 0.009. Tolerances: about 2x the worst of the 5.
+@pytest.mark.parametrize("quantize, max_rel, mean_rel, size_ratio", [
+    ("float16", 0.01, 0.0015, 0.65), ("int8", 0.1, 0.04, 0.5)])
+def test_tflite_quantized_deviation(quantize, max_rel, mean_rel, size_ratio, workdir, casc,
+                                    loaded, tflite_fp32):
+  rep = export.representative_images(workdir, 2 * SIZE, 2 * SIZE, count=8)
+  model = export.convert_tflite(casc, 2 * SIZE, 2 * SIZE, quantize, rep)
+  assert len(model) < size_ratio * os.path.getsize(tflite_fp32)
+  rel = []
+  for canvas, box in _canvases(6, seed=1):
+    out, ops, _ = _tflite_run(model, canvas.astype(np.float32), box)
+    ref = loaded.signatures["predict_images"](images=tf.constant(canvas), boxes=box)
+    err = np.linalg.norm(out["joints_per_stage"] - ref["joints_per_stage"].numpy(), axis=-1)
+    rel.append(err / box[0, 2:].max())
+  _check_ops(ops)
+  rel = np.stack(rel)
+  print(f"{quantize}: max {rel.max():.4f}, mean {rel.mean():.4f} of the box side")
+  assert rel.max() < max_rel and rel.mean() < mean_rel, (rel.max(), rel.mean())
+
+
+def test_export_is_atomic(casc, tmp_path, monkeypatch):
+  out = str(tmp_path / "deeppose")
+  os.makedirs(os.path.join(out, "4"))
+  os.makedirs(os.path.join(out, ".tmp-9-1"))  # a dead export's leftovers: not a version
+  assert export.export_saved_model(None, out, casc=casc) == os.path.join(out, "5")
+  assert os.path.exists(os.path.join(out, "5", "saved_model.pb"))
+  assert sorted(os.listdir(out)) == [".tmp-9-1", "4", "5"]  # no temporary of ours left
+  with pytest.raises(ValueError, match="already exists"):
+    export.export_saved_model(None, out, 5, casc=casc)
+
+  def write_half_then_die(module, path, **kwargs):  # a crash in the middle of the write
+    os.makedirs(os.path.join(path, "variables"))
+    with open(os.path.join(path, "saved_model.pb"), "wb") as f:
+      f.write(b"\x08\x01")
+    raise OSError("disk full")
+
+  monkeypatch.setattr(tf.saved_model, "save", write_half_then_die)
+  with pytest.raises(OSError, match="disk full"):
+    export.export_saved_model(None, out, 7, casc=casc)
+  assert sorted(os.listdir(out)) == [".tmp-9-1", "4", "5"]
