@@ -20,7 +20,9 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "ai-edge-litert", "opencv-python-headless<5"],
+        "test": ["pytest", "hypothesis", "ai-edge-litert", "opencv-python-headless<5",
+                 "tensorflow-serving-api>=2.21,<3"],
+        "serving": ["tensorflow-serving-api>=2.21,<3"],
         "tflite": ["ai-edge-litert"],
         # 5.x dropped the Haar CascadeClassifier the FLIC face box uses.
         "face": ["opencv-python-headless<5"],
