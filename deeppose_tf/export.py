@@ -120,9 +120,22 @@ def decode_batch(image_bytes):
   return images, sizes
 
 
+# Box coordinates beyond this are refused: they can only be garbage, and would overflow the
+# crop's int32 pixel indices into meaningless (or non-finite) joints.
+MAX_BOX_COORD = 1e6
+
+
 def resolve_boxes(boxes, heights, widths):
-  """Boxes (B, 4) image pixels; a row with w <= 0 or h <= 0 becomes its full-image box."""
+  """Boxes (B, 4) image pixels; a row with w <= 0 or h <= 0 becomes its full-image box.
+
+  Non-finite values or values beyond +-MAX_BOX_COORD raise InvalidArgumentError."""
   boxes = tf.cast(boxes, tf.float32)
+  sane = tf.reduce_all(tf.math.is_finite(boxes) & (tf.abs(boxes) <= MAX_BOX_COORD), axis=1)
+  bad_row = tf.argmin(tf.cast(sane, tf.int32), output_type=tf.int32)
+  with tf.control_dependencies([_check(
+      tf.reduce_all(sane), "boxes[{}] = {} is not a box: (cx, cy, w, h) must be finite image "
+      "pixels within +-1e6", bad_row, tf.gather(boxes, bad_row))]):
+    boxes = tf.identity(boxes)
   full = geometry.full_image_box(heights, widths)
   given = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
   return tf.where(given[:, None], boxes, full)
