@@ -51,6 +51,10 @@ def define_train_flags() -> None:
   d.DEFINE_list("scale", ["0.9", "1.1"], "Box scale jitter range min,max.")
   d.DEFINE_boolean("flip", True, "Random left/right mirroring with joint relabelling.")
   d.DEFINE_integer("seed", 0, "Seed for data generation, shuffling and augmentation.")
+  d.DEFINE_enum("strategy", "mirrored", ["mirrored", "multi_worker"], "mirrored: one "
+                "process over its GPUs or --cpu_replicas CPU devices. multi_worker: one process "
+                "per machine, cluster and role from the TF_CONFIG environment variable; the "
+                "chief writes, --workdir must be shared (see BUILD.md).")
   d.DEFINE_integer("cpu_replicas", 1, "Split the CPU into this many logical devices for "
                    "MirroredStrategy (ignored when GPUs are present).")
   d.DEFINE_integer("checkpoint_every", 200, "Steps between checkpoints.")

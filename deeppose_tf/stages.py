@@ -2,12 +2,22 @@
 
 Stage s >= 2 needs stage s-1's model (for the displacement statistics it was trained on)
 and statistics; a stage is finished when both its model.keras and displacement.json exist.
+
+Multi-worker: every worker trains (the fit is collective); only the chief writes the model,
+the statistics and mean_pose.json. The statistics pass is not distributed: the chief runs
+it while the other workers wait at a collective barrier, then everyone reads the chief's
+files from the shared --workdir. A barrier waits exactly as long as the chief needs and
+fails (MultiWorkerMirroredStrategy's peer health check) if the chief dies, where polling
+for the file would need a guessed timeout, and recomputing the statistics on every worker
+would repeat the pass and could differ in the last float bits between machines, giving the
+workers different refinement crops.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -19,15 +29,19 @@ from deeppose_tf.flags import Settings
 from deeppose_tf.skeleton import get_skeleton
 
 
-def mean_pose(workdir: str, settings: Settings) -> np.ndarray:
-  """The mean box-normalized training pose (K, 2), cached in WORKDIR/mean_pose.json."""
+def mean_pose(workdir: str, settings: Settings, write: bool = True) -> np.ndarray:
+  """The mean box-normalized training pose (K, 2), cached in WORKDIR/mean_pose.json.
+
+  write=False (non-chief workers) computes it without caching: it is a cheap,
+  deterministic pass over the annotations."""
   path = os.path.join(workdir, "mean_pose.json")
   if os.path.exists(path):
     with open(path) as f:
       return np.asarray(json.load(f)["mean_pose"], np.float32)
   pose = pipeline.mean_pose(settings.data_dir, settings.train_split,
                             get_skeleton(settings.skeleton))
-  atomic.write_text(path, json.dumps({"mean_pose": pose.tolist()}))
+  if write:
+    atomic.write_text(path, json.dumps({"mean_pose": pose.tolist()}))
   return pose
 
 
@@ -37,14 +51,19 @@ def is_finished(workdir: str, stage: int) -> bool:
 
 
 def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
-  """Trains stage `stage` unless finished; returns True when it trained."""
-  if is_finished(workdir, stage):
+  """Trains stage `stage` unless finished; returns True when it trained.
+
+  Every worker of a multi-worker strategy calls this with the same arguments."""
+  chief = trainer.is_chief(strategy)
+  finished = is_finished(workdir, stage)
+  trainer.check_same_on_workers(strategy, finished, f"whether stage {stage} is finished")
+  if finished:
     logging.info("stage %d is already trained in %s; skipping", stage, workdir)
     return False
   skeleton = get_skeleton(settings.skeleton)
   refine = None
   if stage == 1:
-    bias = mean_pose(workdir, settings)
+    bias = mean_pose(workdir, settings, write=chief)
   else:
     for s in range(1, stage):
       if not os.path.exists(cascade.model_path(workdir, s)):
@@ -80,8 +99,24 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
   os.makedirs(sdir, exist_ok=True)
   model, _ = trainer.fit_stage(strategy, build, dataset, os.path.join(sdir, "ckpt"), fit,
                                log_dir=os.path.join(workdir, "logs", f"stage{stage}"))
-  cascade.save_model(model, cascade.model_path(workdir, stage))
-  write_stats(workdir, stage, settings)
+  model_path = cascade.model_path(workdir, stage)
+  if chief:
+    cascade.save_model(model, model_path)
+    logging.info("stage %d model saved to %s", stage, model_path)
+    write_stats(workdir, stage, settings)
+  else:
+    # Saving reads every variable and may run collective ops, so every worker saves: the
+    # others into a temporary dir of their own that is removed at once.
+    temp_dir = trainer.worker_temp_dir(sdir, trainer.task_of(strategy)[1])
+    os.makedirs(temp_dir, exist_ok=True)
+    try:
+      cascade.save_model(model, os.path.join(temp_dir, "model.keras"))
+    finally:
+      shutil.rmtree(temp_dir, ignore_errors=True)
+  # The next stage (on every worker) reads these files: nobody goes on before they exist.
+  trainer.barrier(strategy)
+  if not chief:
+    trainer.wait_for_files([model_path, cascade.stats_path(workdir, stage)])
   return True
 
 
