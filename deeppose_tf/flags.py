@@ -62,6 +62,9 @@ def define_train_flags() -> None:
                    "statistics (0 = all).")
   d.DEFINE_boolean("evaluate", True, "Evaluate the cascade on the test split at the end.")
   d.DEFINE_integer("eval_limit", 0, "Evaluate on at most this many test images (0 = all).")
+  d.DEFINE_boolean("export", True, "Export the trained cascade as a TF Serving SavedModel "
+                   "(next free version under --export_dir) at the end.")
+  d.DEFINE_string("export_dir", None, "Where --export writes. Default: WORKDIR/export.")
   d.DEFINE_integer("eval_batch_size", 16, "Images per evaluation batch.")
   d.mark_flag_as_required("workdir")
 

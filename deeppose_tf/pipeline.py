@@ -92,7 +92,7 @@ def _files_dataset(data_dir, split, training, seed):
   files = records.list_shards(data_dir, split)
   ds = tf.data.Dataset.from_tensor_slices(files)
   if training:
-    ds = ds.shuffle(len(files), seed=seed)
+    ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=False)
   return ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -178,7 +178,10 @@ def train_dataset(data_dir: str, split: str, skeleton: Skeleton, input_size: int
   """
   k = skeleton.num_joints
   ds = _files_dataset(data_dir, split, True, seed)
-  ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+  # Shuffling the endless stream (after repeat) with a fixed seed makes the order a function
+  # of the seed alone: Keras opens a dataset more than once, and reshuffle_each_iteration
+  # would give each iterator (and so each run) another order.
+  ds = ds.repeat().shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
   ds = ds.enumerate(start=start_index)
 
   if refine is None:

@@ -65,6 +65,11 @@ def main(argv):
   if FLAGS.evaluate and chief:
     evaluate.run(workdir, split=splits[1], data_dir=data_dir, limit=FLAGS.eval_limit,
                  batch_size=FLAGS.eval_batch_size)
+  if FLAGS.export and chief:
+    from deeppose_tf import export
+    out = FLAGS.export_dir or os.path.join(workdir, "export")
+    path = export.export_saved_model(workdir, out)
+    logging.info("exported the cascade for TF Serving to %s", path)
   # Workers leave together: a worker that quits early looks like a failure to the others.
   trainer.barrier(strategy)
 

@@ -283,6 +283,20 @@ def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
   return 0
 
 
+def checkpoint_interval(steps: int, every: int) -> int:
+  """Steps per Keras epoch (= between checkpoints): the largest divisor of `steps` in
+  [every / 2, every], so a stage runs exactly `steps` steps; when there is none, `every`,
+  and the stage is rounded up to a multiple of it (logged)."""
+  every = max(1, min(every, steps))
+  for d in range(every, max(1, every // 2) - 1, -1):
+    if steps % d == 0:
+      return d
+  logging.warning("%d steps is not a multiple of any checkpoint interval in [%d, %d]; "
+                  "training runs %d steps", steps, every // 2, every,
+                  math.ceil(steps / every) * every)
+  return every
+
+
 def fit_stage(strategy: tf.distribute.Strategy, build_model: Callable[[], keras.Model],
               make_dataset: Callable[[int], tf.data.Dataset], ckpt_dir: str, config: FitConfig,
               log_dir: Optional[str] = None) -> tuple:
@@ -309,7 +323,7 @@ def fit_stage(strategy: tf.distribute.Strategy, build_model: Callable[[], keras.
   manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints)
   step = restore_latest(checkpoint, manager)
   check_same_on_workers(strategy, step, f"the step to resume from in {ckpt_dir}")
-  per_epoch = config.checkpoint_every
+  per_epoch = checkpoint_interval(config.steps, config.checkpoint_every)
   epochs = math.ceil(config.steps / per_epoch)
   initial_epoch = step // per_epoch
   if initial_epoch >= epochs:

@@ -15,7 +15,7 @@ def test_train_two_stages_then_evaluate_writes_the_report(tiny_data, tmp_path):
   workdir = str(tmp_path / "run")
   cmd = [sys.executable, "-m", "deeppose_tf.train", f"--workdir={workdir}", "--dataset=lsp",
          f"--data_dir={tiny_data}", *TINY_FLAGS, "--num_stages=2", "--steps_per_stage=4,2",
-         "--checkpoint_every=2"]
+         "--checkpoint_every=2", "--export"]
   out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=REPO, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "stage 2" in out.stdout and "mean pose" in out.stdout  # the printed table
@@ -39,6 +39,9 @@ def test_train_two_stages_then_evaluate_writes_the_report(tiny_data, tmp_path):
     with open(os.path.join(workdir, f"stage{s}", "displacement.json")) as f:
       stats = json.load(f)
     assert np.all(np.isfinite(stats["cov"])) and len(stats["mean"]) == 14
+
+  # Training ends with a TF Serving SavedModel export (version 1).
+  assert os.path.exists(os.path.join(workdir, "export", "1", "saved_model.pb"))
 
   # The evaluate CLI alone reproduces the same numbers from the saved models.
   again = subprocess.run([sys.executable, "-m", "deeppose_tf.evaluate", f"--workdir={workdir}",

@@ -17,7 +17,7 @@ from deeppose_tf import model as model_lib
 from deeppose_tf.skeleton import LSP14
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_FLAGS = ["--input_size=72", "--width=0.1", "--fc_units=32", "--batch_size=4",
+TINY_FLAGS = ["--noexport", "--input_size=72", "--width=0.1", "--fc_units=32", "--batch_size=4",
               "--draws=3", "--stats_images=0", "--eval_batch_size=8"]
 
 
