@@ -264,6 +264,15 @@ class CheckpointEvery(keras.callbacks.Callback):
     logging.info("checkpoint at step %d: %s", step, path)
 
 
+def remove_interrupted_writes(ckpt_dir: str) -> None:
+  """Deletes `ckpt-N_temp` folders: what a write killed midway leaves behind. The checkpoint
+  state file never points at them, so they are debris, not checkpoints."""
+  import glob
+  for debris in glob.glob(os.path.join(ckpt_dir, "*_temp")):
+    logging.warning("removing %s, left by a checkpoint write that was interrupted", debris)
+    shutil.rmtree(debris, ignore_errors=True)
+
+
 def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> int:
   """Restores the newest checkpoint that loads; returns its step (0 when none).
 
@@ -329,6 +338,8 @@ def fit_stage(strategy: tf.distribute.Strategy, build_model: Callable[[], keras.
   if initial_epoch >= epochs:
     logging.info("stage already trained to step %d in %s", step, ckpt_dir)
     return model, {}
+  if chief:
+    remove_interrupted_writes(ckpt_dir)
   temp_dir = None
   if not chief:
     temp_dir = worker_temp_dir(ckpt_dir, task_of(strategy)[1])
