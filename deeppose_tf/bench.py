@@ -2,11 +2,15 @@
 
   python -m deeppose_tf.bench [--only=peak,pipeline,train,infer] [--json=FILE]
       [--data_dir=DIR] [--input_size=220] [--width=1.0] [--fc_units=4096]
+      [--stages=3] [--infer_batches=1,8,32] [--tflite]
 
 Every figure is measured in the same run as the machine's fp32 matmul rate, so it is also
-reported as a fraction of that peak (absolute times on shared machines drift).
+reported as a fraction of that peak (absolute times on shared machines drift). Inference
+times are reported against the FLOPs bound: the cascade's convolution and dense FLOPs
+(forward_flops x (1 + (S - 1) K) per image) at the measured matmul rate ("x_flops_bound").
 Data: --data_dir (prepared TFRecords), else ../shared/data/lspet prepared into a temp dir
-when present, else a freshly generated synthetic set.
+when present, else a freshly generated synthetic set. `infer` needs no data: random-weight
+stage networks on random 2 x input_size square uint8 images with the full-image box.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import json
 import os
 import tempfile
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
+Row = Tuple[str, str, str]
 
 
 def _timeit(fn: Callable[[], object], min_time: float = 3.0, warmup: int = 2) -> float:
@@ -36,13 +41,13 @@ def _timeit(fn: Callable[[], object], min_time: float = 3.0, warmup: int = 2) ->
   return float(np.median(times))
 
 
-def matmul_peak(n: int = 2048) -> Dict[str, float]:
+def matmul_peak(n: int = 2048, min_time: float = 3.0) -> Dict[str, float]:
   """fp32 GEMM rate of this machine through TF (the same kernels the network uses)."""
   import tensorflow as tf
   a = tf.random.normal([n, n])
   b = tf.random.normal([n, n])
   mm = tf.function(lambda: tf.reduce_sum(tf.linalg.matmul(a, b)))
-  sec = _timeit(lambda: mm().numpy())
+  sec = _timeit(lambda: mm().numpy(), min_time)
   return {"matmul_n": n, "matmul_gflops": 2 * n ** 3 / sec / 1e9}
 
 
@@ -79,10 +84,10 @@ def train_step_throughput(config, batch_size: int, steps: int = 10) -> float:
   return steps * batch_size / (time.perf_counter() - t)
 
 
-def _data_dir(tmp: str) -> tuple:
+def _data_dir(tmp: str, data_dir: str = None) -> tuple:
   from deeppose_tf.data import prepare
-  if FLAGS.data_dir:
-    return FLAGS.data_dir, "given"
+  if data_dir:
+    return data_dir, "given"
   lspet = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "lspet")
   out = os.path.join(tmp, "data")
   if os.path.isdir(lspet):
@@ -94,18 +99,226 @@ def _data_dir(tmp: str) -> tuple:
   return out, "synthetic (1000 images)"
 
 
-def main(argv):
-  del argv
+# ---------------------------------------------------------------------------- inference
+
+
+def random_cascade(config, skeleton, stages: int, sigma: float = 2.0, seed: int = 0):
+  """An untrained cascade: S random-weight regressors (random output layer, so the joint
+  boxes move with the image like a trained cascade's, rather than all sitting on one point)."""
+  import dataclasses
+  import keras
+  from deeppose_tf import model as model_lib
+  from deeppose_tf.cascade import Cascade
+  keras.utils.set_random_seed(seed)
+  config = dataclasses.replace(config, num_joints=skeleton.num_joints, output_init="default")
+  nets = [model_lib.build_regressor(config, name=f"stage{s + 1}") for s in range(stages)]
+  return Cascade(nets, skeleton, sigma, config.input_size)
+
+
+def _images(batch: int, casc, seed: int = 0):
+  """(uint8 (B, 2S, 2S, 3) random images, float32 (B, 4) full-image boxes)."""
+  side = 2 * casc.input_size
+  rng = np.random.RandomState(seed)
+  images = rng.randint(0, 256, (batch, side, side, 3)).astype(np.uint8)
+  boxes = np.tile(np.array([[side / 2, side / 2, side, side]], np.float32), (batch, 1))
+  return images, boxes
+
+
+def _entry(sec: float, batch: int, bound_sec: float) -> dict:
+  """One measurement: seconds per call of `batch` images against the per-image bound."""
+  return {"batch": batch, "ms": 1e3 * sec, "ms_per_image": 1e3 * sec / batch,
+          "images_per_s": batch / sec, "x_flops_bound": sec / batch / bound_sec}
+
+
+def _row(name: str, e: dict) -> Row:
+  """Batch 1 as latency, larger batches as throughput."""
+  rate = (f"{e['ms']:.1f} ms" if e["batch"] == 1 else f"{e['images_per_s']:.2f} img/s")
+  return (name, rate, f"{e['x_flops_bound']:.2f}x bound")
+
+
+def time_keras(casc, batch: int, min_time: float) -> float:
+  """Seconds per call of tf.function(casc.predict) with a fixed (batch, 2S, 2S, 3) uint8
+  input signature."""
+  import tensorflow as tf
+  images, boxes = (tf.constant(a) for a in _images(batch, casc))
+  fn = tf.function(casc.predict, input_signature=[tf.TensorSpec.from_tensor(images),
+                                                  tf.TensorSpec.from_tensor(boxes)])
+  return _timeit(lambda: fn(images, boxes).numpy(), min_time)
+
+
+def time_saved_model(casc, batches: Sequence[int], tmp: str, min_time: float) -> Dict[int, float]:
+  """Seconds per call of the exported SavedModel's predict_images signature, per batch."""
+  import tensorflow as tf
+  from deeppose_tf import export
+  path = os.path.join(tmp, "saved_model")
+  export.save_saved_model(casc, path)
+  fn = tf.saved_model.load(path).signatures["predict_images"]
+  out = {}
+  for b in batches:
+    images, boxes = (tf.constant(a) for a in _images(b, casc))
+    out[b] = _timeit(lambda: fn(images=images, boxes=boxes)["joints"].numpy(), min_time)
+  return out
+
+
+def time_tflite(casc, quantize: str, min_time: float, calibration: int = 8) -> dict:
+  """Converts (export.convert_tflite) and times batch 1 in the LiteRT interpreter, 2 threads.
+  int8 calibrates on random images with full-image boxes."""
+  from ai_edge_litert.interpreter import Interpreter
+  from deeppose_tf import export
+  side = 2 * casc.input_size
+  rep = None
+  if quantize == "int8":
+    images, boxes = _images(calibration, casc, seed=1)
+    rep = [(images[i:i + 1].astype(np.float32), boxes[i:i + 1]) for i in range(calibration)]
+  t = time.perf_counter()
+  model = export.convert_tflite(casc, side, side, quantize, rep)
+  convert_s = time.perf_counter() - t
+  runner = Interpreter(model_content=model, num_threads=2).get_signature_runner(
+      "serving_default")
+  images, boxes = _images(1, casc)
+  images = images.astype(np.float32)
+  sec = _timeit(lambda: runner(image=images, box=boxes), min_time)
+  return {"sec": sec, "convert_s": convert_s, "size_mb": len(model) / 1e6}
+
+
+def profile_batch1(casc, min_time: float) -> Dict[str, float]:
+  """Milliseconds of the pieces of one batch-1 cascade call, each timed on its own (its own
+  tf.function, so each also pays one call's dispatch): the stage-1 crop and network, one
+  refinement stage's K crops and its network on the K crops, and the rest of the whole call
+  (joint boxes, output selection; negative when the pieces' dispatch outweighs it)."""
+  import tensorflow as tf
+  from deeppose_tf import geometry
+  k, size = casc.skeleton.num_joints, casc.input_size
+  images, boxes = (tf.constant(a) for a in _images(1, casc))
+  pose = casc.predict(images, boxes)[:, 0]
+  jboxes = tf.reshape(geometry.joint_boxes(pose, casc.skeleton.diameter_indices, casc.sigma),
+                      [-1, 4])
+  one, many = tf.zeros([1], tf.int32), tf.zeros([k], tf.int32)  # crop box -> image 0
+  crops1, crops_k = tf.zeros([1, size, size, 3]), tf.zeros([k, size, size, 3])
+  crop = tf.function(lambda i, b, n: geometry.crop(i, b, n, size))
+  net = tf.function(lambda x: casc.stages[-1](x, training=False))
+  ms = {"stage1_crop": _timeit(lambda: crop(images, boxes, one).numpy(), min_time),
+        "stage1_net": _timeit(lambda: net(crops1).numpy(), min_time),
+        "refine_crops": _timeit(lambda: crop(images, jboxes, many).numpy(), min_time),
+        "refine_net": _timeit(lambda: net(crops_k).numpy(), min_time),
+        "cascade": time_keras(casc, 1, min_time)}
+  ms = {name: 1e3 * sec for name, sec in ms.items()}
+  refinements = casc.num_stages - 1
+  ms["sum_of_pieces"] = (ms["stage1_crop"] + ms["stage1_net"]
+                         + refinements * (ms["refine_crops"] + ms["refine_net"]))
+  ms["other"] = ms["cascade"] - ms["sum_of_pieces"]
+  return ms
+
+
+def scaling_table(config, casc, bound: Callable[[int, int], float],
+                  min_time: float) -> List[dict]:
+  """Batch-1 Keras cascade latency for S = 1..casc.num_stages and K = 10 (FLIC10) and the
+  cascade's own skeleton (LSP14: K = 14), on the first S stages."""
+  from deeppose_tf.cascade import Cascade
+  from deeppose_tf.skeleton import FLIC10
+  table = []
+  for full in (random_cascade(config, FLIC10, casc.num_stages), casc):
+    k = full.skeleton.num_joints
+    for s in range(1, full.num_stages + 1):
+      sec = time_keras(Cascade(full.stages[:s], full.skeleton, full.sigma, full.input_size),
+                       1, min_time)
+      table.append({"skeleton": full.skeleton.name, "joints": k, "stages": s,
+                    "crops_per_image": 1 + (s - 1) * k, **_entry(sec, 1, bound(s, k))})
+  return table
+
+
+def _tflite_section(casc, quantizations: Sequence[str], per_image: float,
+                    min_time: float) -> Tuple[dict, List[Row]]:
+  """TFLite batch 1 per quantization; a failed conversion is recorded, not raised."""
+  out, rows = {}, []
+  for q in quantizations:
+    name = {"none": "fp32"}.get(q, q)
+    try:
+      t = time_tflite(casc, q, min_time)
+    except Exception as err:  # pylint: disable=broad-except
+      logging.exception("TFLite %s failed", name)
+      out[name] = {"error": f"{type(err).__name__}: {err}"[:1000]}
+      rows.append((f"  tflite {name}, batch 1", "failed", "see JSON"))
+      continue
+    out[name] = e = {**_entry(t["sec"], 1, per_image), "convert_s": t["convert_s"],
+                     "size_mb": t["size_mb"]}
+    rows.append(_row(f"  tflite {name}, batch 1", e))
+  return out, rows
+
+
+def _profile_rows(prof: dict, casc) -> List[Row]:
+  k, refinements = casc.skeleton.num_joints, casc.num_stages - 1
+  return [("  profile: stage-1 crop + net",
+           f"{prof['stage1_crop']:.1f} + {prof['stage1_net']:.1f} ms",
+           f"net {prof['stage1_net'] / prof['stage1_net_bound']:.2f}x bound"),
+          (f"  profile: {k} crops + net, x{refinements}",
+           f"{prof['refine_crops']:.1f} + {prof['refine_net']:.1f} ms",
+           f"net {prof['refine_net'] / prof['refine_net_bound']:.2f}x bound"),
+          ("  profile: whole call - pieces", f"{prof['other']:.1f} ms", "")]
+
+
+def infer_benchmark(config, gflops: float, stages: int = 3, batches: Sequence[int] = (1, 8, 32),
+                    tflite: bool = True, min_time: float = 3.0,
+                    quantizations: Sequence[str] = ("none", "float16", "int8"),
+                    ) -> Tuple[dict, List[Row]]:
+  """Inference of a random-weight LSP14 cascade of `stages` stages: Keras at `batches`,
+  the SavedModel at the batches up to 8, TFLite at batch 1, a batch-1 profile and the
+  scaling table. Returns the JSON dict and table rows."""
+  from deeppose_tf import model as model_lib
+  from deeppose_tf.skeleton import LSP14
+  start = time.perf_counter()
+  casc = random_cascade(config, LSP14, stages)
+  fwd = model_lib.forward_flops(casc.stages[0])
+
+  def bound(s: int, k: int) -> float:  # seconds per image at the matmul rate
+    return fwd * (1 + (s - 1) * k) / (gflops * 1e9)
+
+  per_image = bound(stages, LSP14.num_joints)
+  out = {"stages": stages, "skeleton": LSP14.name, "image_side": 2 * config.input_size,
+         "cascade_gflops_per_image": per_image * gflops,
+         "flops_bound_ms_per_image": 1e3 * per_image, "keras": {}, "saved_model": {}}
+  rows = [(f"infer: {stages}-stage LSP14 cascade bound", f"{1e3 * per_image:.1f} ms",
+           f"{out['cascade_gflops_per_image']:.3g} GFLOP")]
+  for b in batches:
+    out["keras"][str(b)] = e = _entry(time_keras(casc, b, min_time), b, per_image)
+    rows.append(_row(f"  keras cascade, batch {b}", e))
+  with tempfile.TemporaryDirectory() as tmp:
+    for b, sec in time_saved_model(casc, [b for b in batches if b <= 8], tmp,
+                                   min_time).items():
+      out["saved_model"][str(b)] = e = _entry(sec, b, per_image)
+      rows.append(_row(f"  SavedModel predict_images, batch {b}", e))
+  if tflite:
+    out["tflite"], tflite_rows = _tflite_section(casc, quantizations, per_image, min_time)
+    rows += tflite_rows
+  out["profile_batch1_ms"] = prof = profile_batch1(casc, min_time)
+  prof["stage1_net_bound"] = 1e3 * fwd / (gflops * 1e9)
+  prof["refine_net_bound"] = prof["stage1_net_bound"] * LSP14.num_joints
+  rows += _profile_rows(prof, casc)
+  out["scaling"] = scaling_table(config, casc, bound, min_time)
+  rows += [_row(f"  keras batch 1, S={e['stages']} K={e['joints']}", e)
+           for e in out["scaling"]]
+  out["wall_s"] = time.perf_counter() - start
+  return out, rows
+
+
+# ---------------------------------------------------------------------------- driver
+
+
+def run(only: Sequence[str], input_size: int = 220, width: float = 1.0, fc_units: int = 4096,
+        batch_size: int = 32, draws: int = 40, data_dir: str = None, stages: int = 3,
+        infer_batches: Sequence[int] = (1, 8, 32), tflite: bool = True,
+        min_time: float = 3.0, matmul_n: int = 2048) -> Tuple[dict, List[Row]]:
+  """Runs the selected benchmarks (the peak always); returns the JSON dict and table rows."""
   import tensorflow as tf
   from deeppose_tf import model as model_lib
   from deeppose_tf.skeleton import LSP14
-  only = set(FLAGS.only)
+  only = set(only)
   result: Dict[str, object] = {"tensorflow": tf.__version__, "cpus": os.cpu_count()}
-  peak = matmul_peak()
+  peak = matmul_peak(matmul_n, min_time)
   result.update(peak)
   gflops = peak["matmul_gflops"]
-  config = model_lib.ModelConfig(num_joints=14, input_size=FLAGS.input_size, width=FLAGS.width,
-                                 fc_units=FLAGS.fc_units)
+  config = model_lib.ModelConfig(num_joints=14, input_size=input_size, width=width,
+                                 fc_units=fc_units)
   fwd = model_lib.forward_flops(model_lib.build_regressor(config))
   result["model"] = {"input_size": config.input_size, "width": config.width,
                      "fc_units": config.fc_units, "forward_gflops_per_crop": fwd / 1e9,
@@ -113,31 +326,47 @@ def main(argv):
   rows = [("matmul fp32", f"{gflops:.0f} GFLOP/s", "1.00")]
   with tempfile.TemporaryDirectory() as tmp:
     if "train" in only:
-      rate = train_step_throughput(config, FLAGS.batch_size)
+      rate = train_step_throughput(config, batch_size)
       frac = 3 * fwd * rate / 1e9 / gflops
-      result["train_step"] = {"batch": FLAGS.batch_size, "images_per_s": rate,
+      result["train_step"] = {"batch": batch_size, "images_per_s": rate,
                               "fraction_of_matmul_peak": frac}
-      rows.append((f"train step, batch {FLAGS.batch_size}", f"{rate:.1f} img/s", f"{frac:.2f}"))
+      rows.append((f"train step, batch {batch_size}", f"{rate:.1f} img/s", f"{frac:.2f}"))
     if "pipeline" in only:
-      data_dir, source = _data_dir(tmp)
+      data_dir, source = _data_dir(tmp, data_dir)
       result["pipeline_data"] = source
-      s1 = pipeline_throughput(data_dir, LSP14, config.input_size, FLAGS.batch_size)
+      s1 = pipeline_throughput(data_dir, LSP14, config.input_size, batch_size)
       refine = {"sigma": 2.0, "mean": np.zeros((14, 2)),
-                "chol": np.tile(np.eye(2) * 0.2, (14, 1, 1)), "draws": FLAGS.draws}
-      s2 = pipeline_throughput(data_dir, LSP14, config.input_size, FLAGS.batch_size, refine)
+                "chol": np.tile(np.eye(2) * 0.2, (14, 1, 1)), "draws": draws}
+      s2 = pipeline_throughput(data_dir, LSP14, config.input_size, batch_size, refine)
       result["pipeline"] = {"stage1_images_per_s": s1, "refine_crops_per_s": s2,
-                            "draws": FLAGS.draws}
+                            "draws": draws}
       rows.append(("pipeline stage 1", f"{s1:.0f} img/s", ""))
-      rows.append((f"pipeline refine ({FLAGS.draws} draws)", f"{s2:.0f} crops/s", ""))
+      rows.append((f"pipeline refine ({draws} draws)", f"{s2:.0f} crops/s", ""))
       if "train_step" in result:
         need = result["train_step"]["images_per_s"]
         result["pipeline"]["stage1_over_train_step"] = s1 / need
         result["pipeline"]["refine_over_train_step"] = s2 / need
         rows.append(("  pipeline / train step", f"{s1 / need:.2f}x, {s2 / need:.2f}x", ""))
+  if "infer" in only:
+    result["infer"], infer_rows = infer_benchmark(config, gflops, stages, infer_batches,
+                                                  tflite, min_time)
+    rows.extend(infer_rows)
+  return result, rows
+
+
+def format_table(rows: Sequence[Row]) -> str:
   width = max(len(r[0]) for r in rows)
-  print(f"{'benchmark':<{width}}  {'rate':>22}  of peak")
-  for name, rate, frac in rows:
-    print(f"{name:<{width}}  {rate:>22}  {frac}")
+  lines = [f"{'benchmark':<{width}}  {'rate':>22}  of peak / bound"]
+  lines += [f"{name:<{width}}  {rate:>22}  {frac}" for name, rate, frac in rows]
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  result, rows = run(FLAGS.only, FLAGS.input_size, FLAGS.width, FLAGS.fc_units,
+                     FLAGS.batch_size, FLAGS.draws, FLAGS.data_dir, FLAGS.stages,
+                     [int(b) for b in FLAGS.infer_batches], FLAGS.tflite)
+  print(format_table(rows))
   if FLAGS.json:
     from deeppose_tf import atomic
     atomic.write_text(FLAGS.json, json.dumps(result, indent=1))
@@ -145,7 +374,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.DEFINE_list("only", ["peak", "pipeline", "train"], "Benchmarks to run.")
+  flags.DEFINE_list("only", ["peak", "pipeline", "train"], "Benchmarks to run (peak, "
+                    "pipeline, train, infer; the matmul peak always runs).")
   flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
   flags.DEFINE_string("data_dir", None, "Prepared TFRecords with a 'train' split.")
   flags.DEFINE_integer("input_size", 220, "Network input size.")
@@ -153,4 +383,8 @@ if __name__ == "__main__":
   flags.DEFINE_integer("fc_units", 4096, "Fully connected units.")
   flags.DEFINE_integer("batch_size", 32, "Batch size (images or crops).")
   flags.DEFINE_integer("draws", 40, "Refinement crops per image visit.")
+  flags.DEFINE_integer("stages", 3, "infer: cascade stages S (the scaling table: 1..S).")
+  flags.DEFINE_list("infer_batches", ["1", "8", "32"], "infer: Keras cascade batch sizes.")
+  flags.DEFINE_boolean("tflite", True, "infer: also convert to TFLite (fp32, float16, int8) "
+                       "and time batch 1.")
   app.run(main)

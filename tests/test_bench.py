@@ -1,0 +1,34 @@
+"""bench.run on a tiny config: every infer figure lands in the JSON and in the table."""
+
+import json
+
+from deeppose_tf import bench, export
+
+
+def test_infer_benchmark_tiny(monkeypatch):
+  convert = export.convert_tflite
+
+  def fp32_only(casc, height, width, quantize="none", representative=None):
+    if quantize != "none":  # a failing conversion is recorded, not raised (and saves time)
+      raise RuntimeError(f"no {quantize} here")
+    return convert(casc, height, width, quantize, representative)
+
+  monkeypatch.setattr(export, "convert_tflite", fp32_only)
+  result, rows = bench.run(["peak", "infer"], input_size=72, width=0.1, fc_units=32, stages=2,
+                           infer_batches=[1, 2], tflite=True, min_time=0.02, matmul_n=128)
+  infer = json.loads(json.dumps(result))["infer"]  # JSON-serializable as written
+  entry = {"batch", "ms", "ms_per_image", "images_per_s", "x_flops_bound"}
+  assert infer["stages"] == 2 and infer["image_side"] == 144
+  assert infer["flops_bound_ms_per_image"] > 0 and infer["cascade_gflops_per_image"] > 0
+  assert set(infer["keras"]) == {"1", "2"} and set(infer["saved_model"]) == {"1", "2"}
+  for e in list(infer["keras"].values()) + list(infer["saved_model"].values()):
+    assert entry <= set(e) and e["x_flops_bound"] > 0
+  assert entry | {"convert_s", "size_mb"} <= set(infer["tflite"]["fp32"])
+  assert infer["tflite"]["int8"] == {"error": "RuntimeError: no int8 here"}
+  assert "error" in infer["tflite"]["float16"]
+  assert {"stage1_crop", "stage1_net", "refine_crops", "refine_net", "cascade",
+          "sum_of_pieces", "other"} <= set(infer["profile_batch1_ms"])
+  assert [(e["joints"], e["stages"]) for e in infer["scaling"]] == [
+      (10, 1), (10, 2), (14, 1), (14, 2)]
+  table = bench.format_table(rows)
+  assert "tflite int8, batch 1" in table and "failed" in table and "S=2 K=10" in table
