@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from deeppose_tf import atomic, geometry
-from deeppose_tf import model as model_lib  # registers LocalResponseNorm for loading
+from deeppose_tf import model as _model  # noqa: F401  (registers LocalResponseNorm for loading)
 from deeppose_tf.skeleton import Skeleton, get_skeleton
 
 

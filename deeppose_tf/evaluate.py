@@ -18,10 +18,9 @@ import os
 from typing import Optional
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from deeppose_tf import atomic, cascade, geometry, metrics, predict, report
-from deeppose_tf.skeleton import Skeleton
 
 
 def mean_pose_baseline(workdir: str, boxes: np.ndarray) -> np.ndarray:

@@ -20,7 +20,6 @@ import os
 import shutil
 
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from deeppose_tf import atomic, cascade, pipeline, predict, trainer

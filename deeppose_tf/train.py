@@ -32,7 +32,7 @@ def main(argv):
   strategy = trainer.make_strategy(FLAGS.cpu_replicas, kind=FLAGS.strategy)
   chief = trainer.is_chief(strategy)
 
-  from deeppose_tf import atomic, cascade, evaluate, stages
+  from deeppose_tf import atomic, evaluate, stages
   from deeppose_tf.data import prepare
   from deeppose_tf.skeleton import get_skeleton
 

@@ -13,6 +13,17 @@ from deeppose_tf.data import records
 from deeppose_tf.skeleton import LSP14
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env() -> dict:
+  """The environment for running this checkout's entry points in a child process."""
+  env = dict(os.environ)
+  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
 def encode(array: np.ndarray, fmt: str = "JPEG") -> bytes:
   buf = io.BytesIO()
   Image.fromarray(array).save(buf, fmt)

@@ -28,21 +28,11 @@ from deeppose_tf import cascade, export, geometry, pipeline
 from deeppose_tf import model as model_lib
 from deeppose_tf.skeleton import LSP14
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO
+from conftest import encode as _encode
+from conftest import subprocess_env as _env
+
 SIZE = 72
-
-
-def _env():
-  env = dict(os.environ)
-  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-  return env
-
-
-def _encode(array, fmt):
-  buf = io.BytesIO()
-  Image.fromarray(array).save(buf, fmt)
-  return buf.getvalue()
 
 
 def _client():

@@ -6,7 +6,6 @@ behind. Each test counts the inputs it tried and asserts the count, so a silentl
 property cannot pass.
 """
 
-import io
 import os
 
 import numpy as np
@@ -14,11 +13,9 @@ import pytest
 import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from deeppose_tf import pipeline
 from deeppose_tf.data import records
-from deeppose_tf.skeleton import LSP14
 
 from conftest import encode
 

@@ -7,7 +7,6 @@ afterwards; each property's example count is asserted.
 """
 
 import io
-import os
 import struct
 import zlib
 

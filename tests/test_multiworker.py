@@ -16,15 +16,13 @@ import time
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO, subprocess_env
 TINY_FLAGS = ["--input_size=72", "--width=0.1", "--fc_units=32", "--batch_size=4",
               "--draws=3", "--stats_images=0", "--eval_batch_size=8"]
 
 
 def _env(tf_config=None):
-  env = dict(os.environ)
-  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  env = subprocess_env()
   env.pop("TF_CONFIG", None)
   if tf_config is not None:
     env["TF_CONFIG"] = json.dumps(tf_config)

@@ -16,16 +16,11 @@ import tensorflow as tf
 from deeppose_tf import model as model_lib
 from deeppose_tf.skeleton import LSP14
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO
+from conftest import subprocess_env as _env
+
 TINY_FLAGS = ["--noexport", "--input_size=72", "--width=0.1", "--fc_units=32", "--batch_size=4",
               "--draws=3", "--stats_images=0", "--eval_batch_size=8"]
-
-
-def _env():
-  env = dict(os.environ)
-  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-  return env
 
 
 @pytest.mark.parametrize("norm", ["batch", "none"])

@@ -18,7 +18,7 @@ import glob
 import io
 import json
 import os
-from typing import Iterable, Iterator, List, Optional, Sequence
+from typing import Iterable, List, Optional
 
 import numpy as np
 from PIL import Image
