@@ -116,8 +116,9 @@ def ensure_synthetic(output: str, num_train: int, num_test: int, seed: int) -> N
   """Generates the synthetic dataset into `output` unless an identical one is complete."""
   wanted = {"train": num_train, "test": num_test}
   try:
-    ok = all(records.read_meta(output, s).get("num_records") == n
-             and records.read_meta(output, s).get("seed") == seed for s, n in wanted.items())
+    metas = {s: records.read_meta(output, s) for s in wanted}
+    ok = all(metas[s].get("num_records") == n and metas[s].get("seed") == seed
+             for s, n in wanted.items())
   except ValueError:
     ok = False
   if ok:
