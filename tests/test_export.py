@@ -242,7 +242,9 @@ def test_client_rest_round_trip(loaded, images):
 
 
 def test_client_grpc_round_trip(loaded, images):
-  pytest.importorskip("tensorflow_serving.apis.prediction_service_pb2_grpc")
+  pytest.importorskip("tensorflow_serving.apis.prediction_service_pb2_grpc",
+                      reason="the gRPC client needs tensorflow-serving-api "
+                             "(pip install -e '.[test]' or '.[serving]')")
   import grpc
   from concurrent import futures
   from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
