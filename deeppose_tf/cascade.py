@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import keras
 import numpy as np
@@ -54,13 +54,15 @@ class Cascade:
   """A trained cascade. stages: S Keras regressors (image -> (K, 2) box-normalized)."""
 
   def __init__(self, stages: Sequence[keras.Model], skeleton: Skeleton, sigma: float,
-               input_size: int):
+               input_size: int, crop: Callable = geometry.crop):
+    """crop: geometry.crop, or geometry.crop_builtin for a TFLite graph (same samples)."""
     if not stages:
       raise ValueError("a cascade needs at least one stage model")
     self.stages = list(stages)
     self.skeleton = skeleton
     self.sigma = float(sigma)
     self.input_size = int(input_size)
+    self.crop = crop
 
   @property
   def num_stages(self) -> int:
@@ -70,12 +72,11 @@ class Cascade:
     """Runs every stage. images: (B, H, W, 3) any real dtype, pixel values in [0, 255];
     boxes: (B, 4) initial boxes (cx, cy, w, h) in image pixels.
     Returns (B, S, K, 2): each stage's pose in image pixels."""
-    images = tf.cast(images, tf.float32)
     boxes = tf.cast(boxes, tf.float32)
     b = tf.shape(images)[0]
     k = self.skeleton.num_joints
     size = self.input_size
-    crops = geometry.crop(images, boxes, tf.range(b), size)
+    crops = self.crop(images, boxes, tf.range(b), size)
     pose = geometry.denormalize(self.stages[0](crops, training=False), boxes)
     poses = [pose]
     # Picks output i of crop i with a mask-and-sum (a TFLite builtin pattern, unlike
@@ -83,8 +84,7 @@ class Cascade:
     own = tf.eye(k)[None, :, :, None]
     for net in self.stages[1:]:
       jboxes = geometry.joint_boxes(pose, self.skeleton.diameter_indices, self.sigma)
-      crops = geometry.crop(images, tf.reshape(jboxes, [-1, 4]),
-                            tf.repeat(tf.range(b), k), size)
+      crops = self.crop(images, tf.reshape(jboxes, [-1, 4]), tf.repeat(tf.range(b), k), size)
       out = tf.reshape(net(crops, training=False), [b, k, k, 2])
       out = tf.reduce_sum(out * own, axis=2)  # (B, K, 2) box-normalized per joint box
       pose = jboxes[..., 0:2] + out * jboxes[..., 2:4]

@@ -8,9 +8,11 @@ Frames used throughout the package:
   crop pixels      the S x S crop of a box, same pixel convention as image pixels.
 Poses are (..., K, 2), x before y; boxes are (..., 4) = (cx, cy, w, h) in image pixels.
 
-Every function here is plain TF, works eagerly and inside tf.data / tf.function, and the crop
-uses only gathers and arithmetic so that it converts to TFLite builtin ops (no
-tf.image.crop_and_resize, which would need the Flex delegate).
+Every function here is plain TF and works eagerly and inside tf.data / tf.function. The crop
+has two implementations that sample the same points: `crop` (tf.image.crop_and_resize, the
+fast fused kernel, used by training, evaluation and the SavedModel) and `crop_builtin`
+(gathers and arithmetic only, for TFLite, where crop_and_resize would need the Flex
+delegate). tests/test_geometry.py holds them to each other.
 """
 
 from __future__ import annotations
@@ -103,14 +105,49 @@ def image_to_crop(points, boxes, size):
 def crop(images, boxes, box_indices, size):
   """Bilinear crops of boxes out of a batch of images, with zeros outside the image.
 
+  images: (B, H, W, C) any real dtype; boxes: (N, 4) image pixels; box_indices: (N,) int32,
+  which image each box is cut from; size: S (python int).
+  Returns (N, S, S, C) float32. Crop pixel (i, j) samples the image at the point
+  `crop_to_image((j + 0.5, i + 0.5))`, so `image_to_crop` maps annotations exactly. A box
+  with a negative width gives the left-right mirror of its crop (training flips this way).
+
+  tf.image.crop_and_resize puts the first and last samples on the box's corners scaled by
+  (H - 1) and gives a whole sample the extrapolation value once it leaves [0, H - 1]. On the
+  image with a one-pixel zero border, the first and last sample positions of our grid, +1
+  and divided by (H + 1), reproduce the grid, and a sample within one pixel of the edge
+  blends the edge pixel with zero, as `crop_builtin` does. Equal to it up to float rounding
+  (about 1e-4 of the pixel range).
+  """
+  boxes = tf.cast(boxes, tf.float32)
+  box_indices = tf.cast(box_indices, tf.int32)
+  shape = tf.shape(images)
+  height = tf.cast(shape[1], tf.float32)
+  width = tf.cast(shape[2], tf.float32)
+  padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]])
+  # Index-frame positions (pixel i's centre at i) of the first and last samples, then +1 for
+  # the border: c - side / 2 + (0.5 / S) side - 0.5 + 1 (and the mirror for the last).
+  half = 0.5 - 0.5 / float(size)
+  x_first = boxes[:, 0] - half * boxes[:, 2] + 0.5
+  x_last = boxes[:, 0] + half * boxes[:, 2] + 0.5
+  y_first = boxes[:, 1] - half * boxes[:, 3] + 0.5
+  y_last = boxes[:, 1] + half * boxes[:, 3] + 0.5
+  normalized = tf.stack([y_first / (height + 1.0), x_first / (width + 1.0),
+                         y_last / (height + 1.0), x_last / (width + 1.0)], axis=1)
+  return tf.image.crop_and_resize(padded, normalized, box_indices, [size, size],
+                                  method="bilinear", extrapolation_value=0.0)
+
+
+def crop_builtin(images, boxes, box_indices, size):
+  """Bilinear crops of boxes out of a batch of images, with zeros outside the image.
+
   images: (B, H, W, C) any real dtype (computed in float32); boxes: (N, 4) image pixels;
   box_indices: (N,) int32, which image each box is cut from; size: S (python int).
   Returns (N, S, S, C) float32. Crop pixel (i, j) samples the image at the point
   `crop_to_image((j + 0.5, i + 0.5))`, so `image_to_crop` maps annotations exactly.
 
-  Implemented as four gathers over the flattened batch so that it is a TFLite builtin
-  graph (GATHER, FLOOR, arithmetic) and one implementation serves training, evaluation and
-  every export format.
+  The same samples as `crop` (to float rounding), built from four gathers over the
+  flattened batch so that it is a TFLite builtin graph (GATHER, FLOOR, arithmetic). About 4x
+  slower than `crop` in TF, so only the TFLite export uses it.
   """
   images = tf.cast(images, tf.float32)
   boxes = tf.cast(boxes, tf.float32)

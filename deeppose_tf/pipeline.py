@@ -75,17 +75,19 @@ def _check_record(features):
     return tf.identity(features["joints"])
 
 
-def _flip_crop_and_target(crop, target, mask, do_flip, perm):
-  """Mirrors crops (..., S, S, 3) and box-normalized targets (..., K, 2) when do_flip.
+def _flip(boxes, do_flip, perm):
+  """Mirrors by a negative box width, which costs no pixel work: the crop samples column j at
+  cx + t_j w, so a box of width -w cuts the mirrored crop, and normalizing by it negates x.
 
-  Flipping the crop of box b equals cropping the mirrored box from the mirrored image, and
-  in box-normalized coordinates the mirror is x -> -x: no full-image flip is needed.
+  boxes: (..., 4); do_flip: (...,) bool; perm: the skeleton's flip permutation (K,).
+  Returns the signed boxes (..., 4) and the joint order (..., K) that relabels left and
+  right where flipped (slot j of a mirrored crop shows joint perm[j]).
   """
-  def flipped():
-    t = tf.stack([-target[..., 0], target[..., 1]], axis=-1)
-    return (tf.reverse(crop, axis=[-2]), tf.gather(t, perm, axis=-2),
-            tf.gather(mask, perm, axis=-1))
-  return tf.cond(do_flip, flipped, lambda: (crop, target, mask))
+  sign = tf.where(do_flip, -1.0, 1.0)[..., None]
+  boxes = tf.concat([boxes[..., 0:2], boxes[..., 2:3] * sign, boxes[..., 3:4]], axis=-1)
+  perm = tf.constant(perm, tf.int32)
+  order = tf.where(do_flip[..., None], perm, tf.range(tf.size(perm)))
+  return boxes, order
 
 
 def _files_dataset(data_dir, split, training, seed):
@@ -107,13 +109,12 @@ def stage1_example(features, seed_pair, skeleton: Skeleton, input_size: int,
   shift = tf.random.stateless_uniform([2], seeds[0], -augment.translate, augment.translate)
   scale = tf.random.stateless_uniform([], seeds[1], augment.scale[0], augment.scale[1])
   box = geometry.jitter_box(box, shift, scale)
+  do_flip = (tf.random.stateless_uniform([], seeds[2]) < 0.5 if augment.flip
+             else tf.constant(False))
+  box, order = _flip(box, do_flip, skeleton.flip_permutation)
   crop = geometry.crop(image[None], box[None], tf.zeros([1], tf.int32), input_size)[0]
-  target = geometry.normalize(joints, box)
-  mask = features["visible"]
-  if augment.flip:
-    do_flip = tf.random.stateless_uniform([], seeds[2]) < 0.5
-    crop, target, mask = _flip_crop_and_target(crop, target, mask, do_flip,
-                                                skeleton.flip_permutation)
+  target = tf.gather(geometry.normalize(joints, box), order)
+  mask = tf.gather(features["visible"], order)
   target = target * mask[:, None]  # unannotated joints carry zeros, never junk
   return crop, tf.concat([target, mask[:, None]], axis=-1)
 
@@ -149,20 +150,19 @@ def refine_example(features, seed_pair, skeleton: Skeleton, input_size: int, sig
   delta = sample_displacements(seeds[1], joint_ids, disp_mean, disp_chol)
   scale = tf.random.stateless_uniform([draws], seeds[2], augment.scale[0], augment.scale[1])
   boxes = tf.concat([boxes[:, 0:2] + delta * boxes[:, 2:4], boxes[:, 2:4] * scale[:, None]], -1)
-  crops = geometry.crop(image[None], boxes, tf.zeros([draws], tf.int32), input_size)
-  one_hot = tf.one_hot(joint_ids, k)  # (D, K)
-  target = geometry.normalize(tf.gather(joints, joint_ids)[:, None, :], boxes)  # (D, 1, 2)
-  target = target * one_hot[:, :, None]  # (D, K, 2): only row i is trained
-  mask = one_hot
   if augment.flip:
     flip = tf.random.stateless_uniform([draws], seeds[3]) < 0.5
-    perm = skeleton.flip_permutation
-    f_crop, f_target, f_mask = _flip_crop_and_target(crops, target, mask, tf.constant(True),
-                                                     perm)
-    crops = tf.where(flip[:, None, None, None], f_crop, crops)
-    target = tf.where(flip[:, None, None], f_target, target)
-    mask = tf.where(flip[:, None], f_mask, mask)
-  return crops, tf.concat([target, mask[:, :, None]], axis=-1)
+  else:
+    flip = tf.zeros([draws], tf.bool)
+  boxes, _ = _flip(boxes, flip, skeleton.flip_permutation)
+  crops = geometry.crop(image[None], boxes, tf.zeros([draws], tf.int32), input_size)
+  # The mirrored crop of joint i shows it as its flip partner: train that output instead.
+  partner = tf.gather(tf.constant(skeleton.flip_permutation, tf.int32), joint_ids)
+  label = tf.where(flip, partner, joint_ids)
+  one_hot = tf.one_hot(label, k)  # (D, K)
+  target = geometry.normalize(tf.gather(joints, joint_ids)[:, None, :], boxes)  # (D, 1, 2)
+  target = target * one_hot[:, :, None]  # (D, K, 2): only the drawn joint's row is trained
+  return crops, tf.concat([target, one_hot[:, :, None]], axis=-1)
 
 
 def train_dataset(data_dir: str, split: str, skeleton: Skeleton, input_size: int,

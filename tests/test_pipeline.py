@@ -207,23 +207,23 @@ def _flipped_reference(image, joints, visible, box, size):
   return crop.numpy(), geometry.normalize(f_joints, f_box).numpy(), f_vis.numpy()
 
 
-def test_flip_crop_and_target_equals_flipping_the_image():
+def test_flip_by_negative_width_equals_flipping_the_image():
+  """_flip's signed box cuts the crop of the mirrored image, and normalizing by it then
+  reordering gives the mirrored image's targets; without the flip nothing changes."""
   rec = make_record(7, unannotated=(3,))
   image = image_of(rec)
   box = tf.constant([27.0, 22.0, 36.0, 30.0])  # off-centre, so a wrong mirror shows
-  crop = geometry.crop(image[None], box[None], [0], S)[0]
-  target = geometry.normalize(rec.joints, box)
-  f_crop, f_target, f_mask = pipeline._flip_crop_and_target(
-      crop, target, tf.constant(rec.visible), tf.constant(True), PERM)
+  f_box, order = pipeline._flip(box, tf.constant(True), PERM)
+  f_crop = geometry.crop(image[None], f_box[None], [0], S)[0]
+  f_target = tf.gather(geometry.normalize(rec.joints, f_box), order)
   ref_crop, ref_target, ref_vis = _flipped_reference(image, rec.joints, rec.visible, box, S)
-  np.testing.assert_allclose(f_crop.numpy(), ref_crop, atol=1e-3)
+  np.testing.assert_allclose(f_crop.numpy(), ref_crop, atol=0.05)
   np.testing.assert_allclose(f_target.numpy(), ref_target, atol=1e-5)
-  np.testing.assert_array_equal(f_mask.numpy(), ref_vis)
+  np.testing.assert_array_equal(tf.gather(rec.visible, order).numpy(), ref_vis)
   # do_flip=False passes everything through.
-  same = pipeline._flip_crop_and_target(crop, target, tf.constant(rec.visible),
-                                        tf.constant(False), PERM)
-  np.testing.assert_array_equal(same[0].numpy(), crop.numpy())
-  np.testing.assert_array_equal(same[1].numpy(), target.numpy())
+  same_box, same_order = pipeline._flip(box, tf.constant(False), PERM)
+  np.testing.assert_array_equal(same_box.numpy(), box.numpy())
+  np.testing.assert_array_equal(same_order.numpy(), np.arange(K))
 
 
 def test_stage1_example_flip_equals_flipping_the_image():
