@@ -1,13 +1,22 @@
 """Performance benchmarks: a readable table on stdout and JSON.
 
-  python -m deeppose_tf.bench [--only=peak,pipeline,train,infer] [--json=FILE]
+  python -m deeppose_tf.bench [--only=peak,pipeline,train,e2e,infer,quant] [--json=FILE]
       [--data_dir=DIR] [--input_size=220] [--width=1.0] [--fc_units=4096]
-      [--stages=3] [--infer_batches=1,8,32] [--tflite]
+      [--batch_size=32] [--draws=40] [--stages=3] [--infer_batches=1,8,32] [--tflite]
+      [--workdir=TRAINED --eval_split=test --eval_limit=N]
 
 Every figure is measured in the same run as the machine's fp32 matmul rate, so it is also
 reported as a fraction of that peak (absolute times on shared machines drift). Inference
 times are reported against the FLOPs bound: the cascade's convolution and dense FLOPs
 (forward_flops x (1 + (S - 1) K) per image) at the measured matmul rate ("x_flops_bound").
+  train     the stage-1 regressor's Keras train step on in-memory tensors (forward +
+            backward counted as 3 x forward FLOPs, as a fraction of the matmul rate);
+  pipeline  tf.data throughput of the stage-1 and refinement pipelines alone;
+  e2e       training through the real pipeline against training on in-memory tensors, in
+            the same process and alternating, for stage 1 and a refinement stage;
+  infer     cascade latency and throughput (Keras, SavedModel, TFLite fp32/float16/int8),
+            a batch-1 profile and the cost against stages and joints;
+  quant     accuracy of a trained cascade (--workdir) as Keras, TFLite fp32 and int8.
 Data: --data_dir (prepared TFRecords), else ../shared/data/lspet prepared into a temp dir
 when present, else a freshly generated synthetic set. `infer` needs no data: random-weight
 stage networks on random 2 x input_size square uint8 images with the full-image box.
@@ -26,6 +35,7 @@ from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 Row = Tuple[str, str, str]
+BENCHMARKS = ("peak", "pipeline", "train", "e2e", "infer", "quant")
 
 
 def _timeit(fn: Callable[[], object], min_time: float = 3.0, warmup: int = 2) -> float:
@@ -66,22 +76,74 @@ def pipeline_throughput(data_dir: str, skeleton, input_size: int, batch_size: in
   return batches * batch_size / (time.perf_counter() - t)
 
 
-def train_step_throughput(config, batch_size: int, steps: int = 10) -> float:
-  """Images per second of the Keras train step on in-memory tensors."""
-  import keras
+def train_step_throughput(config, batch_size: int, steps: int = 10, warmup: int = 3) -> float:
+  """Images per second of the Keras train step on in-memory tensors (no strategy: the
+  network's own rate)."""
   import tensorflow as tf
-  from deeppose_tf import model as model_lib
+  from deeppose_tf import model as model_lib, trainer
   net = model_lib.build_regressor(config)
-  net.compile(keras.optimizers.Adam(1e-4), model_lib.masked_l2_loss)
+  net.compile(model_lib.make_optimizer("adam", 1e-4), model_lib.masked_l2_loss)
   s, k = config.input_size, config.num_joints
   x = tf.random.uniform([batch_size, s, s, 3], 0, 255)
   y = tf.concat([tf.random.uniform([batch_size, k, 2], -0.5, 0.5), tf.ones([batch_size, k, 1])],
                 -1)
   ds = tf.data.Dataset.from_tensors((x, y)).repeat()
-  net.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)
-  t = time.perf_counter()
-  net.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
-  return steps * batch_size / (time.perf_counter() - t)
+  # The NaN guard reads every step's loss, as in training: each step ends synchronized.
+  step_times = _fit_step_times(net, ds, steps, warmup, [trainer.NanGuard(0)])
+  return batch_size * len(step_times) / float(step_times.sum())
+
+
+def _fit_step_times(net, dataset, steps: int, warmup: int, callbacks) -> np.ndarray:
+  """Seconds of each of `steps` Keras fit steps after `warmup` steps, from one fit call (so
+  the dataset's iterator, prefetch and autotuning stay live across the timed steps)."""
+  import keras
+
+  class StepTimes(keras.callbacks.Callback):
+    def __init__(self):
+      super().__init__()
+      self.times = []
+
+    def on_train_batch_end(self, batch, logs=None):
+      self.times.append(time.perf_counter())
+
+  timer = StepTimes()
+  net.fit(dataset, steps_per_epoch=warmup + steps, epochs=1, verbose=0, shuffle=False,
+          callbacks=list(callbacks) + [timer])
+  return np.diff(timer.times[warmup - 1:])
+
+
+def end_to_end(config, data_dir: str, skeleton, batch_size: int, refine: dict = None,
+               steps: int = 10, warmup: int = 3, rounds: int = 3) -> dict:
+  """Training through the real pipeline against the same training on in-memory tensors.
+
+  Both use what `trainer.fit_stage` uses: the MirroredStrategy (one CPU device), the model
+  and optimizer, Keras fit and the NaN guard, which reads the loss every step, so each step
+  ends synchronized and its time is its own. The in-memory dataset repeats one batch of the
+  real pipeline, so shapes and values match. Rounds alternate (memory, pipeline, memory,
+  ...) so drift on a shared machine hits both, and each rate is the batch over the median
+  step time of its rounds' pooled steps (robust to the other tenants' spikes).
+  refine: None (stage 1) or refine_example's dict. Returns images (or crops) per second for
+  both and their ratio.
+  """
+  import tensorflow as tf
+  from deeppose_tf import model as model_lib, pipeline, trainer
+  strategy = trainer.make_strategy(1)
+  with strategy.scope():
+    net = model_lib.build_regressor(config)
+    net.compile(model_lib.make_optimizer("adam", 1e-4), model_lib.masked_l2_loss)
+  real = pipeline.train_dataset(data_dir, "train", skeleton, config.input_size, batch_size,
+                                seed=0, refine=refine)
+  memory = tf.data.Dataset.from_tensors(next(iter(real))).repeat()
+  callbacks = [trainer.NanGuard(0)]
+  times = {"in_memory": [], "pipeline": []}
+  for _ in range(rounds):
+    for name, ds in (("in_memory", memory), ("pipeline", real)):
+      times[name].extend(_fit_step_times(net, ds, steps, warmup, callbacks).tolist())
+  mem, pipe = (batch_size / float(np.median(times[k])) for k in ("in_memory", "pipeline"))
+  return {"batch": batch_size, "in_memory_per_s": mem, "pipeline_per_s": pipe,
+          "pipeline_over_in_memory": pipe / mem, "steps_timed": len(times["pipeline"]),
+          "mean_rate_in_memory": batch_size * len(times["in_memory"]) / sum(times["in_memory"]),
+          "mean_rate_pipeline": batch_size * len(times["pipeline"]) / sum(times["pipeline"])}
 
 
 def _data_dir(tmp: str, data_dir: str = None) -> tuple:
@@ -301,18 +363,52 @@ def infer_benchmark(config, gflops: float, stages: int = 3, batches: Sequence[in
   return out, rows
 
 
+# ---------------------------------------------------------------------------- accuracy
+
+
+def quantized_accuracy(workdir: str, tmp: str, split: str = "test",
+                       limit: int = None) -> Tuple[dict, List[Row]]:
+  """Accuracy of a trained cascade as shipped: the Keras cascade, and TFLite fp32 and int8
+  (export.export_tflite, int8 calibrated on training images) evaluated by evaluate.run on
+  `split`. Reports the last stage's PCP and PDJ@0.1/0.2 and int8 minus fp32."""
+  from deeppose_tf import evaluate, export
+  out, rows = {}, []
+  for name, quantize in (("keras", None), ("tflite_fp32", "none"), ("tflite_int8", "int8")):
+    path = None
+    if quantize:
+      path = export.export_tflite(workdir, os.path.join(tmp, f"{name}.tflite"), quantize)
+    report = evaluate.run(workdir, split, limit=limit, tflite=path,
+                          report_dir=os.path.join(tmp, name), num_examples=0)
+    last = report["stages"][-1]
+    out[name] = {"pcp": last["pcp_mean"], "pdj@0.1": last["pdj_mean_at"]["0.1"],
+                 "pdj@0.2": last["pdj_mean_at"]["0.2"], "stages": len(report["stages"]),
+                 "num_images": report["num_images"]}
+    rows.append((f"accuracy {name} ({split}, stage {len(report['stages'])})",
+                 f"PCP {last['pcp_mean']:.3f}",
+                 f"PDJ@0.2 {last['pdj_mean_at']['0.2']:.3f}"))
+  out["int8_minus_fp32_pcp"] = out["tflite_int8"]["pcp"] - out["tflite_fp32"]["pcp"]
+  rows.append(("  int8 - fp32", f"PCP {out['int8_minus_fp32_pcp']:+.3f}", ""))
+  return out, rows
+
+
 # ---------------------------------------------------------------------------- driver
 
 
 def run(only: Sequence[str], input_size: int = 220, width: float = 1.0, fc_units: int = 4096,
         batch_size: int = 32, draws: int = 40, data_dir: str = None, stages: int = 3,
         infer_batches: Sequence[int] = (1, 8, 32), tflite: bool = True,
-        min_time: float = 3.0, matmul_n: int = 2048) -> Tuple[dict, List[Row]]:
+        min_time: float = 3.0, matmul_n: int = 2048, workdir: str = None,
+        eval_split: str = "test", eval_limit: int = None) -> Tuple[dict, List[Row]]:
   """Runs the selected benchmarks (the peak always); returns the JSON dict and table rows."""
   import tensorflow as tf
   from deeppose_tf import model as model_lib
   from deeppose_tf.skeleton import LSP14
   only = set(only)
+  unknown = only - set(BENCHMARKS)
+  if unknown:
+    raise ValueError(f"unknown benchmarks {sorted(unknown)}; choose from {BENCHMARKS}")
+  if "quant" in only and not workdir:
+    raise ValueError("the quant benchmark measures a trained cascade: pass --workdir")
   result: Dict[str, object] = {"tensorflow": tf.__version__, "cpus": os.cpu_count()}
   peak = matmul_peak(matmul_n, min_time)
   result.update(peak)
@@ -331,12 +427,13 @@ def run(only: Sequence[str], input_size: int = 220, width: float = 1.0, fc_units
       result["train_step"] = {"batch": batch_size, "images_per_s": rate,
                               "fraction_of_matmul_peak": frac}
       rows.append((f"train step, batch {batch_size}", f"{rate:.1f} img/s", f"{frac:.2f}"))
+    if only & {"pipeline", "e2e"}:
+      data_dir, result["data"] = _data_dir(tmp, data_dir)
+    # Refinement crops around joints displaced by N(0, 0.2 I) joint-box sides.
+    refine = {"sigma": 2.0, "mean": np.zeros((14, 2)),
+              "chol": np.tile(np.eye(2) * 0.2, (14, 1, 1)), "draws": draws}
     if "pipeline" in only:
-      data_dir, source = _data_dir(tmp, data_dir)
-      result["pipeline_data"] = source
       s1 = pipeline_throughput(data_dir, LSP14, config.input_size, batch_size)
-      refine = {"sigma": 2.0, "mean": np.zeros((14, 2)),
-                "chol": np.tile(np.eye(2) * 0.2, (14, 1, 1)), "draws": draws}
       s2 = pipeline_throughput(data_dir, LSP14, config.input_size, batch_size, refine)
       result["pipeline"] = {"stage1_images_per_s": s1, "refine_crops_per_s": s2,
                             "draws": draws}
@@ -347,10 +444,23 @@ def run(only: Sequence[str], input_size: int = 220, width: float = 1.0, fc_units
         result["pipeline"]["stage1_over_train_step"] = s1 / need
         result["pipeline"]["refine_over_train_step"] = s2 / need
         rows.append(("  pipeline / train step", f"{s1 / need:.2f}x, {s2 / need:.2f}x", ""))
+    if "e2e" in only:
+      result["e2e"] = {}
+      for name, r in (("stage1", None), ("refine", refine)):
+        result["e2e"][name] = e = end_to_end(config, data_dir, LSP14, batch_size, r)
+        unit = "img/s" if r is None else "crops/s"
+        rows.append((f"e2e {name}: in memory -> pipeline",
+                     f"{e['in_memory_per_s']:.1f} -> {e['pipeline_per_s']:.1f} {unit}",
+                     f"{e['pipeline_over_in_memory']:.2f} of in-memory"))
   if "infer" in only:
     result["infer"], infer_rows = infer_benchmark(config, gflops, stages, infer_batches,
                                                   tflite, min_time)
     rows.extend(infer_rows)
+  if "quant" in only:
+    with tempfile.TemporaryDirectory() as tmp:
+      result["quant"], quant_rows = quantized_accuracy(workdir, tmp, eval_split, eval_limit)
+    result["quant"]["workdir"] = workdir
+    rows.extend(quant_rows)
   return result, rows
 
 
@@ -365,7 +475,9 @@ def main(argv):
   del argv
   result, rows = run(FLAGS.only, FLAGS.input_size, FLAGS.width, FLAGS.fc_units,
                      FLAGS.batch_size, FLAGS.draws, FLAGS.data_dir, FLAGS.stages,
-                     [int(b) for b in FLAGS.infer_batches], FLAGS.tflite)
+                     [int(b) for b in FLAGS.infer_batches], FLAGS.tflite,
+                     workdir=FLAGS.workdir, eval_split=FLAGS.eval_split,
+                     eval_limit=FLAGS.eval_limit or None)
   print(format_table(rows))
   if FLAGS.json:
     from deeppose_tf import atomic
@@ -374,8 +486,13 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.DEFINE_list("only", ["peak", "pipeline", "train"], "Benchmarks to run (peak, "
-                    "pipeline, train, infer; the matmul peak always runs).")
+  flags.DEFINE_list("only", ["peak", "pipeline", "train"], "Benchmarks to run, from "
+                    f"{', '.join(BENCHMARKS)} (the matmul peak always runs). e2e: training "
+                    "through the pipeline against in-memory data; quant: Keras, TFLite fp32 "
+                    "and int8 accuracy of the trained cascade in --workdir.")
+  flags.DEFINE_string("workdir", None, "quant: workdir of a trained cascade.")
+  flags.DEFINE_string("eval_split", "test", "quant: split to evaluate.")
+  flags.DEFINE_integer("eval_limit", 0, "quant: at most this many images (0 = all).")
   flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
   flags.DEFINE_string("data_dir", None, "Prepared TFRecords with a 'train' split.")
   flags.DEFINE_integer("input_size", 220, "Network input size.")

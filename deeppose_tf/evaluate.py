@@ -1,8 +1,12 @@
 """Evaluates a trained cascade on a split: PCP and PDJ per stage against the mean pose.
 
   python -m deeppose_tf.evaluate --workdir=DIR [--split=test] [--limit=N]
+      [--tflite=MODEL.tflite] [--report_dir=DIR]
 
-Writes into the workdir (each file crash-safely):
+--tflite evaluates a converted model (export --format=tflite, any quantization) in the LiteRT
+interpreter instead of the workdir's Keras cascade, so what ships is measured the same way.
+Writes into --report_dir (default: the workdir; with --tflite, MODEL-report/ beside the
+file), each file crash-safely:
   report.json       {"split", "num_images", "stages": [{"stage", "pcp_mean", "pcp_per_limb",
                     "pcp_per_type", "pdj_mean_at": {"0.05", "0.1", "0.2"}, "pdj"}...],
                     "mean_pose": {same fields}}
@@ -21,6 +25,7 @@ import numpy as np
 from absl import app, flags
 
 from deeppose_tf import atomic, cascade, geometry, metrics, predict, report
+from deeppose_tf.skeleton import get_skeleton
 
 
 def mean_pose_baseline(workdir: str, boxes: np.ndarray) -> np.ndarray:
@@ -36,11 +41,22 @@ def _entry(summary: dict, **extra) -> dict:
 
 
 def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
-        limit: Optional[int] = None, batch_size: int = 16, num_examples: int = 8) -> dict:
-  """Evaluates every trained stage of the cascade in `workdir`; returns the report dict."""
+        limit: Optional[int] = None, batch_size: int = 16, num_examples: int = 8,
+        tflite: Optional[str] = None, report_dir: Optional[str] = None) -> dict:
+  """Evaluates every trained stage of the cascade in `workdir` (or the .tflite file
+  `tflite` made from it); returns the report dict."""
   config = cascade.read_config(workdir)
   data_dir = data_dir or config["data_dir"]
-  casc = cascade.Cascade.load(workdir)
+  if tflite:
+    from deeppose_tf.tflite_cascade import TFLiteCascade
+    casc = TFLiteCascade(tflite, get_skeleton(config["skeleton"]))
+    report_dir = report_dir or os.path.splitext(tflite)[0] + "-report"
+    what = tflite
+  else:
+    casc = cascade.Cascade.load(workdir)
+    report_dir = report_dir or workdir
+    what = workdir
+  os.makedirs(report_dir, exist_ok=True)
   skeleton = casc.skeleton
   out = predict.predict_split(casc, data_dir, split, limit=limit or None,
                               batch_size=batch_size, keep_images=num_examples,
@@ -51,21 +67,21 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
     summary = metrics.summarize(out["poses"][:, s], true, vis, skeleton)
     summaries.append(_entry(summary, stage=s + 1))
   baseline = metrics.summarize(mean_pose_baseline(workdir, out["boxes"]), true, vis, skeleton)
-  result = {"split": split, "data_dir": data_dir, "num_images": int(len(true)),
+  result = {"model": what, "split": split, "data_dir": data_dir, "num_images": int(len(true)),
             "pcp": "strict PCP@0.5, mean over upper/lower arms (and legs), paper Table 1",
             "stages": summaries, "mean_pose": baseline}
-  atomic.write_text(os.path.join(workdir, "report.json"),
+  atomic.write_text(os.path.join(report_dir, "report.json"),
                     json.dumps(_finite_or_none(result), indent=1, default=_json_default,
                                allow_nan=False))
   table_md = report.pcp_table_markdown(summaries, skeleton, baseline)
-  atomic.write_text(os.path.join(workdir, "report.md"), table_md)
-  report.plot_pdj_curves(summaries, skeleton, os.path.join(workdir, "pdj_curves.png"), baseline)
+  atomic.write_text(os.path.join(report_dir, "report.md"), table_md)
+  report.plot_pdj_curves(summaries, skeleton, os.path.join(report_dir, "pdj_curves.png"), baseline)
   n = len(out["images"])
   if n:
     report.plot_stick_figures(out["images"], true[:n], vis[:n],
                               [out["poses"][:n, s] for s in range(casc.num_stages)], skeleton,
-                              os.path.join(workdir, "examples.png"), max_images=n)
-  print(f"\nEvaluation on {split} ({len(true)} images), {workdir}:")
+                              os.path.join(report_dir, "examples.png"), max_images=n)
+  print(f"\nEvaluation on {split} ({len(true)} images), {what} (reports in {report_dir}):")
   print(report.pdj_table_text(summaries, baseline))
   print()
   print(table_md)
@@ -101,13 +117,18 @@ if __name__ == "__main__":
   flags.DEFINE_string("split", "test", "Split to evaluate (test; val for lspet).")
   flags.DEFINE_string("data_dir", None, "TFRecords folder; default: the one training used.")
   flags.DEFINE_integer("limit", 0, "Evaluate at most this many images (0 = all).")
-  flags.DEFINE_integer("batch_size", 16, "Images per batch.")
+  flags.DEFINE_integer("batch_size", 16, "Images per batch (the Keras cascade).")
+  flags.DEFINE_string("tflite", None, "Evaluate this .tflite model of the workdir's cascade "
+                      "(LiteRT interpreter, one image per call) instead of the Keras models.")
+  flags.DEFINE_string("report_dir", None, "Where the reports go (default: the workdir; with "
+                      "--tflite, MODEL-report/ beside the .tflite file).")
   flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
   del argv
-  run(FLAGS.workdir, FLAGS.split, FLAGS.data_dir, FLAGS.limit, FLAGS.batch_size)
+  run(FLAGS.workdir, FLAGS.split, FLAGS.data_dir, FLAGS.limit, FLAGS.batch_size,
+      tflite=FLAGS.tflite, report_dir=FLAGS.report_dir)
 
 
 if __name__ == "__main__":

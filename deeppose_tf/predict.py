@@ -43,9 +43,10 @@ class Progress:
     sys.stderr.flush()
 
 
-def predict_split(casc: Cascade, data_dir: str, split: str, limit: Optional[int] = None,
+def predict_split(casc, data_dir: str, split: str, limit: Optional[int] = None,
                   batch_size: int = 16, keep_images: int = 0, desc: str = "predict") -> dict:
-  """Cascade predictions on a split, in record order.
+  """Cascade predictions on a split, in record order. casc: a Cascade, or a
+  tflite_cascade.TFLiteCascade (the same results from a converted .tflite file).
 
   Returns poses (N, S, K, 2), joints (N, K, 2), visible (N, K), boxes (N, 4) (image
   pixels), ids (N,), and `images`: the first `keep_images` images (uint8, own sizes).
@@ -54,13 +55,21 @@ def predict_split(casc: Cascade, data_dir: str, split: str, limit: Optional[int]
   total = records.read_meta(data_dir, split)["num_records"]
   if limit:
     total = min(total, limit)
-  # One trace for every batch: image sizes vary from batch to batch.
-  run = tf.function(casc.predict, input_signature=[
-      tf.TensorSpec([None, None, None, 3], tf.uint8), tf.TensorSpec([None, 4], tf.float32)])
+  if isinstance(casc, Cascade):
+    # One trace for every batch: image sizes vary from batch to batch.
+    fn = tf.function(casc.predict, input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.uint8), tf.TensorSpec([None, 4], tf.float32)])
+
+    def run(batch):
+      return fn(batch["image"], batch["box"]).numpy()
+  else:
+    def run(batch):
+      sizes = np.stack([batch["height"].numpy(), batch["width"].numpy()], -1)
+      return casc.predict(batch["image"].numpy(), batch["box"].numpy(), sizes)
   parts, images = [], []
   bar = Progress(total, desc)
   for batch in pipeline.eval_dataset(data_dir, split, skeleton, batch_size, limit):
-    poses = run(batch["image"], batch["box"]).numpy()
+    poses = run(batch)
     parts.append({"poses": poses, "joints": batch["joints"].numpy(),
                   "visible": batch["visible"].numpy(), "boxes": batch["box"].numpy(),
                   "ids": batch["image_id"].numpy()})

@@ -1,6 +1,8 @@
-"""bench.run on a tiny config: every infer figure lands in the JSON and in the table."""
+"""bench.run on a tiny config: every figure lands in the JSON and in the table."""
 
 import json
+
+import pytest
 
 from deeppose_tf import bench, export
 
@@ -32,3 +34,30 @@ def test_infer_benchmark_tiny(monkeypatch):
       (10, 1), (10, 2), (14, 1), (14, 2)]
   table = bench.format_table(rows)
   assert "tflite int8, batch 1" in table and "failed" in table and "S=2 K=10" in table
+
+
+def test_train_pipeline_and_end_to_end_tiny(tiny_data):
+  result, rows = bench.run(["peak", "train", "pipeline", "e2e"], input_size=72, width=0.1,
+                           fc_units=16, batch_size=4, draws=3, data_dir=tiny_data,
+                           min_time=0.02, matmul_n=128)
+  result = json.loads(json.dumps(result))
+  assert result["data"] == "given"
+  assert result["train_step"]["images_per_s"] > 0
+  assert 0 < result["train_step"]["fraction_of_matmul_peak"]
+  assert result["pipeline"]["stage1_images_per_s"] > 0
+  assert result["pipeline"]["refine_crops_per_s"] > 0
+  for name in ("stage1", "refine"):
+    e = result["e2e"][name]
+    assert e["in_memory_per_s"] > 0 and e["pipeline_per_s"] > 0
+    assert e["pipeline_over_in_memory"] == pytest.approx(
+        e["pipeline_per_s"] / e["in_memory_per_s"])
+    assert e["steps_timed"] == 30  # 3 rounds x 10 steps
+  table = bench.format_table(rows)
+  assert "e2e stage1" in table and "e2e refine" in table and "of in-memory" in table
+
+
+def test_unknown_benchmark_and_quant_without_workdir_are_refused():
+  with pytest.raises(ValueError, match="unknown benchmarks \\['speed'\\]"):
+    bench.run(["speed"])
+  with pytest.raises(ValueError, match="pass --workdir"):
+    bench.run(["quant"])

@@ -73,6 +73,8 @@ def workdir(tiny_data, tmp_path_factory):
     json.dump({"skeleton": "lsp14", "input_size": SIZE, "sigma": 2.0, "num_stages": 2,
                "data_dir": tiny_data, "train_split": "train",
                "model": dataclasses.asdict(config)}, f)
+  with open(os.path.join(d, "mean_pose.json"), "w") as f:  # what evaluate compares with
+    json.dump({"mean_pose": pipeline.mean_pose(tiny_data, "train", LSP14).tolist()}, f)
   return d
 
 
@@ -348,6 +350,49 @@ def test_tflite_fp32_builtin_ops_matches_saved_model(tflite_fp32, loaded, casc):
   _check_ops(ops)
   shapes = {d["name"]: list(d["shape"]) for d in interpreter.get_input_details()}
   assert sorted(shapes.values()) == [[1, 4], [1, 2 * SIZE, 2 * SIZE, 3]]
+
+
+def test_evaluate_tflite_matches_the_keras_cascade(workdir, tflite_fp32, casc, tiny_data,
+                                                  tmp_path):
+  """What ships is measured like what was trained: TFLiteCascade (through predict_split's
+  padded batches) predicts the Keras cascade's poses on the test split, and
+  `evaluate --tflite` writes its report beside the file, not over the workdir's."""
+  from deeppose_tf import predict
+  from deeppose_tf.tflite_cascade import TFLiteCascade
+  lite = TFLiteCascade(tflite_fp32, LSP14)
+  assert (lite.num_stages, lite.height, lite.width) == (2, 2 * SIZE, 2 * SIZE)
+  ref = predict.predict_split(casc, tiny_data, "test", batch_size=8)
+  got = predict.predict_split(lite, tiny_data, "test", batch_size=3)
+  assert got["poses"].shape == ref["poses"].shape == (8, 2, 14, 2)
+  np.testing.assert_array_equal(got["ids"], ref["ids"])
+  np.testing.assert_allclose(got["poses"], ref["poses"], atol=0.5)
+  run = subprocess.run([sys.executable, "-m", "deeppose_tf.evaluate", f"--workdir={workdir}",
+                        f"--tflite={tflite_fp32}"], capture_output=True, text=True,
+                       env=_env(), cwd=REPO, timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  report_dir = os.path.splitext(tflite_fp32)[0] + "-report"
+  with open(os.path.join(report_dir, "report.json")) as f:
+    report = json.load(f)
+  assert report["model"] == tflite_fp32 and report["num_images"] == 8
+  assert len(report["stages"]) == 2 and os.path.exists(os.path.join(report_dir, "report.md"))
+  assert not os.path.exists(os.path.join(workdir, "report.json"))
+  with pytest.raises(ValueError, match="predicts 14 joints; skeleton flic10"):
+    from deeppose_tf.skeleton import FLIC10
+    TFLiteCascade(tflite_fp32, FLIC10)
+
+
+def test_bench_quant_reports_keras_fp32_and_int8_accuracy(workdir, tmp_path):
+  """bench --only=quant: the same split through the Keras cascade, TFLite fp32 and int8;
+  fp32 scores what Keras scores (same poses within 0.5 px on 8 images)."""
+  from deeppose_tf import bench
+  out, rows = bench.quantized_accuracy(workdir, str(tmp_path))
+  assert set(out) == {"keras", "tflite_fp32", "tflite_int8", "int8_minus_fp32_pcp"}
+  for name in ("keras", "tflite_fp32", "tflite_int8"):
+    assert out[name]["num_images"] == 8 and out[name]["stages"] == 2
+    assert 0.0 <= out[name]["pdj@0.2"] <= 1.0
+  assert abs(out["tflite_fp32"]["pdj@0.2"] - out["keras"]["pdj@0.2"]) < 1e-9
+  assert out["int8_minus_fp32_pcp"] == out["tflite_int8"]["pcp"] - out["tflite_fp32"]["pcp"]
+  assert len(rows) == 4 and "int8 - fp32" in rows[-1][0]
 
 
 # Deviation from the SavedModel in units of the box side (box = the image; a quantization
