@@ -51,12 +51,14 @@ def _timeit(fn: Callable[[], object], min_time: float = 3.0, warmup: int = 2) ->
   return float(np.median(times))
 
 
-def matmul_peak(n: int = 2048, min_time: float = 3.0) -> Dict[str, float]:
-  """fp32 GEMM rate of this machine through TF (the same kernels the network uses)."""
+def matmul_peak(n: int = 2048, min_time: float = 3.0, dtype: str = "float32"
+                ) -> Dict[str, float]:
+  """GEMM rate of this machine through TF (the same kernels the network uses), fp32 or
+  bfloat16."""
   import tensorflow as tf
-  a = tf.random.normal([n, n])
-  b = tf.random.normal([n, n])
-  mm = tf.function(lambda: tf.reduce_sum(tf.linalg.matmul(a, b)))
+  a = tf.cast(tf.random.normal([n, n]), dtype)
+  b = tf.cast(tf.random.normal([n, n]), dtype)
+  mm = tf.function(lambda: tf.reduce_sum(tf.cast(tf.linalg.matmul(a, b), tf.float32)))
   sec = _timeit(lambda: mm().numpy(), min_time)
   return {"matmul_n": n, "matmul_gflops": 2 * n ** 3 / sec / 1e9}
 
@@ -319,7 +321,8 @@ def _profile_rows(prof: dict, casc) -> List[Row]:
           ("  profile: whole call - pieces", f"{prof['other']:.1f} ms", "")]
 
 
-def infer_benchmark(config, gflops: float, stages: int = 3, batches: Sequence[int] = (1, 8, 32),
+def infer_benchmark(config, gflops: float, bf16_gflops: float, stages: int = 3,
+                    batches: Sequence[int] = (1, 8, 32),
                     tflite: bool = True, min_time: float = 3.0,
                     quantizations: Sequence[str] = ("none", "float16", "int8"),
                     ) -> Tuple[dict, List[Row]]:
@@ -349,6 +352,18 @@ def infer_benchmark(config, gflops: float, stages: int = 3, batches: Sequence[in
                                    min_time).items():
       out["saved_model"][str(b)] = e = _entry(sec, b, per_image)
       rows.append(_row(f"  SavedModel predict_images, batch {b}", e))
+  # bfloat16 networks (export --precision=bfloat16), against the same fp32 bound and
+  # against the bound at the measured bfloat16 matmul rate.
+  bf16 = casc.with_precision("bfloat16")
+  out["bfloat16"] = {"matmul_gflops": bf16_gflops}
+  with tempfile.TemporaryDirectory() as tmp:
+    for name, sec in (("keras", time_keras(bf16, 1, min_time)),
+                      ("saved_model", time_saved_model(bf16, [1], tmp, min_time)[1])):
+      out["bfloat16"][name] = e = _entry(sec, 1, per_image)
+      e["x_bf16_flops_bound"] = sec / (per_image * gflops / bf16_gflops)
+      rows.append((f"  {name} bfloat16, batch 1", f"{e['ms']:.1f} ms",
+                   f"{e['x_flops_bound']:.2f}x fp32 bound, "
+                   f"{e['x_bf16_flops_bound']:.2f}x bf16 bound"))
   if tflite:
     out["tflite"], tflite_rows = _tflite_section(casc, quantizations, per_image, min_time)
     rows += tflite_rows
@@ -368,16 +383,20 @@ def infer_benchmark(config, gflops: float, stages: int = 3, batches: Sequence[in
 
 def quantized_accuracy(workdir: str, tmp: str, split: str = "test",
                        limit: int = None) -> Tuple[dict, List[Row]]:
-  """Accuracy of a trained cascade as shipped: the Keras cascade, and TFLite fp32 and int8
-  (export.export_tflite, int8 calibrated on training images) evaluated by evaluate.run on
-  `split`. Reports the last stage's PCP and PDJ@0.1/0.2 and int8 minus fp32."""
+  """Accuracy of a trained cascade as shipped: the Keras cascade in fp32 and bfloat16, and
+  TFLite fp32 and int8 (export.export_tflite, int8 calibrated on training images), evaluated
+  by evaluate.run on `split`. Reports the last stage's PCP and PDJ@0.1/0.2, int8 minus fp32
+  and bfloat16 minus fp32."""
   from deeppose_tf import evaluate, export
   out, rows = {}, []
-  for name, quantize in (("keras", None), ("tflite_fp32", "none"), ("tflite_int8", "int8")):
-    path = None
-    if quantize:
+  for name, quantize in (("keras", None), ("keras_bf16", "bfloat16"), ("tflite_fp32", "none"),
+                         ("tflite_int8", "int8")):
+    path, precision = None, "float32"
+    if quantize == "bfloat16":
+      precision = quantize
+    elif quantize:
       path = export.export_tflite(workdir, os.path.join(tmp, f"{name}.tflite"), quantize)
-    report = evaluate.run(workdir, split, limit=limit, tflite=path,
+    report = evaluate.run(workdir, split, limit=limit, tflite=path, precision=precision,
                           report_dir=os.path.join(tmp, name), num_examples=0)
     last = report["stages"][-1]
     out[name] = {"pcp": last["pcp_mean"], "pdj@0.1": last["pdj_mean_at"]["0.1"],
@@ -387,7 +406,9 @@ def quantized_accuracy(workdir: str, tmp: str, split: str = "test",
                  f"PCP {last['pcp_mean']:.3f}",
                  f"PDJ@0.2 {last['pdj_mean_at']['0.2']:.3f}"))
   out["int8_minus_fp32_pcp"] = out["tflite_int8"]["pcp"] - out["tflite_fp32"]["pcp"]
-  rows.append(("  int8 - fp32", f"PCP {out['int8_minus_fp32_pcp']:+.3f}", ""))
+  out["bf16_minus_fp32_pcp"] = out["keras_bf16"]["pcp"] - out["keras"]["pcp"]
+  rows.append(("  int8 - fp32 (TFLite)", f"PCP {out['int8_minus_fp32_pcp']:+.3f}", ""))
+  rows.append(("  bfloat16 - fp32 (Keras)", f"PCP {out['bf16_minus_fp32_pcp']:+.3f}", ""))
   return out, rows
 
 
@@ -453,8 +474,11 @@ def run(only: Sequence[str], input_size: int = 220, width: float = 1.0, fc_units
                      f"{e['in_memory_per_s']:.1f} -> {e['pipeline_per_s']:.1f} {unit}",
                      f"{e['pipeline_over_in_memory']:.2f} of in-memory"))
   if "infer" in only:
-    result["infer"], infer_rows = infer_benchmark(config, gflops, stages, infer_batches,
-                                                  tflite, min_time)
+    bf16_gflops = matmul_peak(matmul_n, min_time, "bfloat16")["matmul_gflops"]
+    result["matmul_bf16_gflops"] = bf16_gflops
+    rows.append(("matmul bfloat16", f"{bf16_gflops:.0f} GFLOP/s", f"{bf16_gflops / gflops:.2f}"))
+    result["infer"], infer_rows = infer_benchmark(config, gflops, bf16_gflops, stages,
+                                                  infer_batches, tflite, min_time)
     rows.extend(infer_rows)
   if "quant" in only:
     with tempfile.TemporaryDirectory() as tmp:

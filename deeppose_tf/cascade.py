@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeppose_tf import atomic, geometry
-from deeppose_tf import model as _model  # noqa: F401  (registers LocalResponseNorm for loading)
+from deeppose_tf import model as _model  # also registers LocalResponseNorm for loading
 from deeppose_tf.skeleton import Skeleton, get_skeleton
 
 
@@ -92,8 +92,11 @@ class Cascade:
     return tf.stack(poses, axis=1)
 
   @classmethod
-  def load(cls, workdir: str, num_stages: Optional[int] = None) -> "Cascade":
-    """Loads stages 1..num_stages (default: every trained stage) from a workdir."""
+  def load(cls, workdir: str, num_stages: Optional[int] = None,
+           precision: str = "float32") -> "Cascade":
+    """Loads stages 1..num_stages (default: every trained stage) from a workdir, computing
+    in `precision` (model.with_precision: float32, or bfloat16 for about 2x faster CPU
+    inference)."""
     config = read_config(workdir)
     n = num_stages or config["num_stages"]
     models = []
@@ -106,7 +109,14 @@ class Cascade:
                          f"`python -m deeppose_tf.train --workdir={workdir} --stage={s}`")
       models.append(keras.models.load_model(path, compile=False))
     return cls(models, get_skeleton(config["skeleton"]), config["sigma"],
-               config["input_size"])
+               config["input_size"]).with_precision(precision)
+
+  def with_precision(self, precision: str) -> "Cascade":
+    """This cascade with every stage network computing in `precision` (same weights)."""
+    if precision == "float32":
+      return self
+    return Cascade([_model.with_precision(net, precision) for net in self.stages],
+                   self.skeleton, self.sigma, self.input_size, self.crop)
 
 
 def read_config(workdir: str) -> dict:

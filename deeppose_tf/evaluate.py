@@ -1,7 +1,7 @@
 """Evaluates a trained cascade on a split: PCP and PDJ per stage against the mean pose.
 
   python -m deeppose_tf.evaluate --workdir=DIR [--split=test] [--limit=N]
-      [--tflite=MODEL.tflite] [--report_dir=DIR]
+      [--tflite=MODEL.tflite] [--precision=float32|bfloat16] [--report_dir=DIR]
 
 --tflite evaluates a converted model (export --format=tflite, any quantization) in the LiteRT
 interpreter instead of the workdir's Keras cascade, so what ships is measured the same way.
@@ -42,18 +42,22 @@ def _entry(summary: dict, **extra) -> dict:
 
 def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
         limit: Optional[int] = None, batch_size: int = 16, num_examples: int = 8,
-        tflite: Optional[str] = None, report_dir: Optional[str] = None) -> dict:
+        tflite: Optional[str] = None, report_dir: Optional[str] = None,
+        precision: str = "float32") -> dict:
   """Evaluates every trained stage of the cascade in `workdir` (or the .tflite file
   `tflite` made from it); returns the report dict."""
   config = cascade.read_config(workdir)
   data_dir = data_dir or config["data_dir"]
+  if tflite and precision != "float32":
+    raise ValueError("--precision applies to the Keras cascade; a .tflite file has its own "
+                     "(export --quantize)")
   if tflite:
     from deeppose_tf.tflite_cascade import TFLiteCascade
     casc = TFLiteCascade(tflite, get_skeleton(config["skeleton"]))
     report_dir = report_dir or os.path.splitext(tflite)[0] + "-report"
     what = tflite
   else:
-    casc = cascade.Cascade.load(workdir)
+    casc = cascade.Cascade.load(workdir, precision=precision)
     report_dir = report_dir or workdir
     what = workdir
   os.makedirs(report_dir, exist_ok=True)
@@ -120,6 +124,8 @@ if __name__ == "__main__":
   flags.DEFINE_integer("batch_size", 16, "Images per batch (the Keras cascade).")
   flags.DEFINE_string("tflite", None, "Evaluate this .tflite model of the workdir's cascade "
                       "(LiteRT interpreter, one image per call) instead of the Keras models.")
+  flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "Compute precision of "
+                    "the Keras cascade's networks (what `export --precision` would ship).")
   flags.DEFINE_string("report_dir", None, "Where the reports go (default: the workdir; with "
                       "--tflite, MODEL-report/ beside the .tflite file).")
   flags.mark_flag_as_required("workdir")
@@ -128,7 +134,7 @@ if __name__ == "__main__":
 def main(argv):
   del argv
   run(FLAGS.workdir, FLAGS.split, FLAGS.data_dir, FLAGS.limit, FLAGS.batch_size,
-      tflite=FLAGS.tflite, report_dir=FLAGS.report_dir)
+      tflite=FLAGS.tflite, report_dir=FLAGS.report_dir, precision=FLAGS.precision)
 
 
 if __name__ == "__main__":

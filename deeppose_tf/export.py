@@ -1,10 +1,13 @@
 """Exports a whole cascade: a TF Serving SavedModel and a builtin-ops TFLite model.
 
   python -m deeppose_tf.export --workdir=runs/lsp --output=serving/deeppose [--version=N]
+      [--precision=float32|bfloat16]
   python -m deeppose_tf.export --workdir=runs/lsp --output=deeppose.tflite --format=tflite \
       [--quantize=none|float16|int8] [--tflite_size=440,440]
 
-Both formats wrap `Cascade.predict`, the package's only inference path: no crop or stage logic
+--precision=bfloat16 exports networks that compute in bfloat16 (model.with_precision: about
+2x faster on CPUs with AVX512-BF16 or AMX; measure its accuracy with
+`evaluate --precision=bfloat16` first). Both formats wrap `Cascade.predict`, the package's only inference path: no crop or stage logic
 is repeated here. Poses are (x, y) in the pixels of the image as given (before any padding).
 
 SavedModel signatures (OUT/<version>/, the layout TF Serving polls):
@@ -218,7 +221,7 @@ def _fsync_dir(path: str) -> None:
 
 
 def export_saved_model(workdir: str, output: str, version: Optional[int] = None,
-                       casc: Optional[Cascade] = None) -> str:
+                       casc: Optional[Cascade] = None, precision: str = "float32") -> str:
   """Exports the workdir's cascade (or `casc`) to OUT/<version> crash-safely; returns the path.
 
   The SavedModel is written to the sibling OUT/.tmp-<version>-<pid> (not a number, so TF
@@ -226,7 +229,7 @@ def export_saved_model(workdir: str, output: str, version: Optional[int] = None,
   half-written version for the server to load. version defaults to the next free number.
   """
   if casc is None:
-    casc = Cascade.load(workdir)
+    casc = Cascade.load(workdir, precision=precision)
   os.makedirs(output, exist_ok=True)
   version = _next_version(output) if version is None else int(version)
   if version <= 0:
@@ -402,8 +405,10 @@ def _main(argv):
   if f.format == "saved_model":
     if f.quantize != "none" or f.tflite_size:
       raise ValueError("--quantize and --tflite_size apply to --format=tflite only")
-    print(export_saved_model(f.workdir, f.output, f.version))
+    print(export_saved_model(f.workdir, f.output, f.version, precision=f.precision))
     return
+  if f.precision != "float32":
+    raise ValueError("--precision applies to --format=saved_model; TFLite has --quantize")
   size = tuple(int(v) for v in f.tflite_size) if f.tflite_size else None
   if size is not None and (len(size) != 2 or min(size) <= 0):
     raise ValueError(f"--tflite_size must be H,W positive integers, got {f.tflite_size}")
@@ -419,5 +424,8 @@ if __name__ == "__main__":
   flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite"], "Export format.")
   flags.DEFINE_enum("quantize", "none", list(QUANTIZE), "TFLite quantization.")
   flags.DEFINE_list("tflite_size", None, "TFLite input H,W (default 2 x input_size).")
+  flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "saved_model: compute "
+                    "precision of the networks (bfloat16: about 2x faster on CPUs with "
+                    "AVX512-BF16/AMX; variables and the output layer stay float32).")
   flags.mark_flags_as_required(["workdir", "output"])
   app.run(_main)

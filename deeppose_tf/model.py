@@ -108,6 +108,38 @@ def build_regressor(config: ModelConfig, mean_pose: Optional[np.ndarray] = None,
   return keras.Model(inputs, out, name=name)
 
 
+PRECISIONS = ("float32", "bfloat16")
+# Kept in float32 under bfloat16: the input scaling (pixel values, before any rounding) and
+# the output layer and reshape (joints need more than bfloat16's 8 significant bits: 1/256
+# of a 440 px box is 1.7 px).
+_FLOAT32_LAYERS = ("image", "scale", "fc8", "joints")
+
+
+def with_precision(net: keras.Model, precision: str) -> keras.Model:
+  """The regressor computing in `precision`, for inference.
+
+  'float32' returns `net` itself. 'bfloat16' rebuilds it under Keras's mixed_bfloat16
+  policy with the same weights: the convolutions and fc6/fc7 run in bfloat16 (oneDNN uses
+  AVX512-BF16 / AMX where the CPU has them: 2.3x the fp32 matmul rate and 2.8x on the conv
+  layers on this machine) while variables, normalization statistics and the output layer
+  stay float32.
+  """
+  if precision not in PRECISIONS:
+    raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+  if precision == "float32":
+    return net
+  config = net.get_config()
+  for layer in config["layers"]:
+    # LRN stays float32 too: TF has no bfloat16 CPU kernel for it.
+    if (layer["class_name"] not in ("InputLayer", "LocalResponseNorm")
+        and layer["name"] not in _FLOAT32_LAYERS):
+      layer["config"]["dtype"] = "mixed_bfloat16"
+  copy = keras.Model.from_config(config, custom_objects={"LocalResponseNorm":
+                                                         LocalResponseNorm})
+  copy.set_weights(net.get_weights())
+  return copy
+
+
 def masked_l2_loss(y_true, y_pred):
   """Squared L2 between box-normalized prediction and target, summed over annotated joints.
 

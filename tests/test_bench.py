@@ -25,6 +25,9 @@ def test_infer_benchmark_tiny(monkeypatch):
   assert set(infer["keras"]) == {"1", "2"} and set(infer["saved_model"]) == {"1", "2"}
   for e in list(infer["keras"].values()) + list(infer["saved_model"].values()):
     assert entry <= set(e) and e["x_flops_bound"] > 0
+  assert result["matmul_bf16_gflops"] > 0 and infer["bfloat16"]["matmul_gflops"] > 0
+  for name in ("keras", "saved_model"):
+    assert entry | {"x_bf16_flops_bound"} <= set(infer["bfloat16"][name])
   assert entry | {"convert_s", "size_mb"} <= set(infer["tflite"]["fp32"])
   assert infer["tflite"]["int8"] == {"error": "RuntimeError: no int8 here"}
   assert "error" in infer["tflite"]["float16"]

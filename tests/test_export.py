@@ -386,13 +386,36 @@ def test_bench_quant_reports_keras_fp32_and_int8_accuracy(workdir, tmp_path):
   fp32 scores what Keras scores (same poses within 0.5 px on 8 images)."""
   from deeppose_tf import bench
   out, rows = bench.quantized_accuracy(workdir, str(tmp_path))
-  assert set(out) == {"keras", "tflite_fp32", "tflite_int8", "int8_minus_fp32_pcp"}
-  for name in ("keras", "tflite_fp32", "tflite_int8"):
+  assert set(out) == {"keras", "keras_bf16", "tflite_fp32", "tflite_int8",
+                      "int8_minus_fp32_pcp", "bf16_minus_fp32_pcp"}
+  for name in ("keras", "keras_bf16", "tflite_fp32", "tflite_int8"):
     assert out[name]["num_images"] == 8 and out[name]["stages"] == 2
     assert 0.0 <= out[name]["pdj@0.2"] <= 1.0
   assert abs(out["tflite_fp32"]["pdj@0.2"] - out["keras"]["pdj@0.2"]) < 1e-9
   assert out["int8_minus_fp32_pcp"] == out["tflite_int8"]["pcp"] - out["tflite_fp32"]["pcp"]
-  assert len(rows) == 4 and "int8 - fp32" in rows[-1][0]
+  assert out["bf16_minus_fp32_pcp"] == out["keras_bf16"]["pcp"] - out["keras"]["pcp"]
+  assert len(rows) == 6 and "int8 - fp32" in rows[-2][0] and "bfloat16" in rows[-1][0]
+
+
+def test_bfloat16_export_is_close_to_float32(workdir, casc, loaded, tmp_path):
+  """export --precision=bfloat16: the networks compute in bfloat16 (variables and the
+  output layer float32) and a fresh load predicts the float32 poses to within 2% of the
+  image side; the float32 cascade itself is untouched."""
+  bf16 = casc.with_precision("bfloat16")
+  policies = {layer.name: layer.dtype_policy.name for layer in bf16.stages[0].layers}
+  assert policies["conv1"] == policies["fc6"] == "mixed_bfloat16"
+  assert policies["fc8"] == policies["scale"] == "float32"
+  assert all(w.dtype == "float32" for w in bf16.stages[0].weights)
+  assert casc.stages[0].get_layer("conv1").dtype_policy.name == "float32"
+  path = export.export_saved_model(None, str(tmp_path / "bf16"), casc=bf16)
+  fn = tf.saved_model.load(path).signatures["predict_images"]
+  for canvas, box in _canvases(3, seed=2):
+    ref = loaded.signatures["predict_images"](images=tf.constant(canvas), boxes=box)
+    got = fn(images=tf.constant(canvas), boxes=box)
+    err = np.abs(got["joints_per_stage"].numpy() - ref["joints_per_stage"].numpy())
+    assert err.max() < 0.02 * box[0, 2:].max(), err.max()
+  with pytest.raises(ValueError, match="precision must be one of"):
+    casc.with_precision("float16")
 
 
 # Deviation from the SavedModel in units of the box side (box = the image; a quantization
