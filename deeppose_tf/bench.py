@@ -28,7 +28,7 @@ import json
 import os
 import tempfile
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from absl import app, flags, logging
@@ -194,10 +194,23 @@ def _entry(sec: float, batch: int, bound_sec: float) -> dict:
           "images_per_s": batch / sec, "x_flops_bound": sec / batch / bound_sec}
 
 
+def _localize(e: dict, local: Optional[float], gflops: float) -> dict:
+  """Adds the ratio against the matmul rate measured just before this entry (`local`): a
+  shared machine's speed drifts within a run (first and last rates of one run differed by
+  26% here), so the local ratio is the better estimate."""
+  if local:
+    e["matmul_gflops_local"] = local
+    e["x_flops_bound_local"] = e["x_flops_bound"] * local / gflops
+  return e
+
+
 def _row(name: str, e: dict) -> Row:
   """Batch 1 as latency, larger batches as throughput."""
   rate = (f"{e['ms']:.1f} ms" if e["batch"] == 1 else f"{e['images_per_s']:.2f} img/s")
-  return (name, rate, f"{e['x_flops_bound']:.2f}x bound")
+  ratio = f"{e['x_flops_bound']:.2f}x bound"
+  if "x_flops_bound_local" in e:
+    ratio += f" ({e['x_flops_bound_local']:.2f}x local)"
+  return (name, rate, ratio)
 
 
 def time_keras(casc, batch: int, min_time: float) -> float:
@@ -275,7 +288,8 @@ def profile_batch1(casc, min_time: float) -> Dict[str, float]:
 
 
 def scaling_table(config, casc, bound: Callable[[int, int], float],
-                  min_time: float) -> List[dict]:
+                  min_time: float, peak_now: Callable[[], float] = None,
+                  gflops: float = None) -> List[dict]:
   """Batch-1 Keras cascade latency for S = 1..casc.num_stages and K = 10 (FLIC10) and the
   cascade's own skeleton (LSP14: K = 14), on the first S stages."""
   from deeppose_tf.cascade import Cascade
@@ -284,28 +298,32 @@ def scaling_table(config, casc, bound: Callable[[int, int], float],
   for full in (random_cascade(config, FLIC10, casc.num_stages), casc):
     k = full.skeleton.num_joints
     for s in range(1, full.num_stages + 1):
+      local = peak_now() if peak_now else None
       sec = time_keras(Cascade(full.stages[:s], full.skeleton, full.sigma, full.input_size),
                        1, min_time)
       table.append({"skeleton": full.skeleton.name, "joints": k, "stages": s,
-                    "crops_per_image": 1 + (s - 1) * k, **_entry(sec, 1, bound(s, k))})
+                    "crops_per_image": 1 + (s - 1) * k,
+                    **_localize(_entry(sec, 1, bound(s, k)), local, gflops)})
   return table
 
 
 def _tflite_section(casc, quantizations: Sequence[str], per_image: float,
-                    min_time: float) -> Tuple[dict, List[Row]]:
+                    min_time: float, peak_now: Callable[[], float] = None,
+                    gflops: float = None) -> Tuple[dict, List[Row]]:
   """TFLite batch 1 per quantization; a failed conversion is recorded, not raised."""
   out, rows = {}, []
   for q in quantizations:
     name = {"none": "fp32"}.get(q, q)
     try:
+      local = peak_now() if peak_now else None
       t = time_tflite(casc, q, min_time)
     except Exception as err:  # pylint: disable=broad-except
       logging.exception("TFLite %s failed", name)
       out[name] = {"error": f"{type(err).__name__}: {err}"[:1000]}
       rows.append((f"  tflite {name}, batch 1", "failed", "see JSON"))
       continue
-    out[name] = e = {**_entry(t["sec"], 1, per_image), "convert_s": t["convert_s"],
-                     "size_mb": t["size_mb"]}
+    out[name] = e = {**_localize(_entry(t["sec"], 1, per_image), local, gflops),
+                     "convert_s": t["convert_s"], "size_mb": t["size_mb"]}
     rows.append(_row(f"  tflite {name}, batch 1", e))
   return out, rows
 
@@ -325,10 +343,11 @@ def infer_benchmark(config, gflops: float, bf16_gflops: float, stages: int = 3,
                     batches: Sequence[int] = (1, 8, 32),
                     tflite: bool = True, min_time: float = 3.0,
                     quantizations: Sequence[str] = ("none", "float16", "int8"),
-                    ) -> Tuple[dict, List[Row]]:
+                    peak_now: Callable[[], float] = None) -> Tuple[dict, List[Row]]:
   """Inference of a random-weight LSP14 cascade of `stages` stages: Keras at `batches`,
-  the SavedModel at the batches up to 8, TFLite at batch 1, a batch-1 profile and the
-  scaling table. Returns the JSON dict and table rows."""
+  the SavedModel at the batches up to 8, bfloat16 and TFLite at batch 1, a batch-1 profile
+  and the scaling table. peak_now() -> the matmul rate now: measured before each entry for
+  its local ratio. Returns the JSON dict and table rows."""
   from deeppose_tf import model as model_lib
   from deeppose_tf.skeleton import LSP14
   start = time.perf_counter()
@@ -344,34 +363,45 @@ def infer_benchmark(config, gflops: float, bf16_gflops: float, stages: int = 3,
          "flops_bound_ms_per_image": 1e3 * per_image, "keras": {}, "saved_model": {}}
   rows = [(f"infer: {stages}-stage LSP14 cascade bound", f"{1e3 * per_image:.1f} ms",
            f"{out['cascade_gflops_per_image']:.3g} GFLOP")]
+  def local():
+    return peak_now() if peak_now else None
+
   for b in batches:
-    out["keras"][str(b)] = e = _entry(time_keras(casc, b, min_time), b, per_image)
+    rate = local()
+    out["keras"][str(b)] = e = _localize(_entry(time_keras(casc, b, min_time), b, per_image),
+                                         rate, gflops)
     rows.append(_row(f"  keras cascade, batch {b}", e))
   with tempfile.TemporaryDirectory() as tmp:
-    for b, sec in time_saved_model(casc, [b for b in batches if b <= 8], tmp,
-                                   min_time).items():
-      out["saved_model"][str(b)] = e = _entry(sec, b, per_image)
+    for b in [b for b in batches if b <= 8]:
+      rate = local()
+      sec = time_saved_model(casc, [b], tmp, min_time)[b]
+      out["saved_model"][str(b)] = e = _localize(_entry(sec, b, per_image), rate, gflops)
       rows.append(_row(f"  SavedModel predict_images, batch {b}", e))
   # bfloat16 networks (export --precision=bfloat16), against the same fp32 bound and
   # against the bound at the measured bfloat16 matmul rate.
   bf16 = casc.with_precision("bfloat16")
   out["bfloat16"] = {"matmul_gflops": bf16_gflops}
   with tempfile.TemporaryDirectory() as tmp:
-    for name, sec in (("keras", time_keras(bf16, 1, min_time)),
-                      ("saved_model", time_saved_model(bf16, [1], tmp, min_time)[1])):
-      out["bfloat16"][name] = e = _entry(sec, 1, per_image)
+    for name in ("keras", "saved_model"):
+      rate = local()
+      sec = (time_keras(bf16, 1, min_time) if name == "keras"
+             else time_saved_model(bf16, [1], tmp, min_time)[1])
+      out["bfloat16"][name] = e = _localize(_entry(sec, 1, per_image), rate, gflops)
       e["x_bf16_flops_bound"] = sec / (per_image * gflops / bf16_gflops)
       rows.append((f"  {name} bfloat16, batch 1", f"{e['ms']:.1f} ms",
                    f"{e['x_flops_bound']:.2f}x fp32 bound, "
                    f"{e['x_bf16_flops_bound']:.2f}x bf16 bound"))
   if tflite:
-    out["tflite"], tflite_rows = _tflite_section(casc, quantizations, per_image, min_time)
+    out["tflite"], tflite_rows = _tflite_section(casc, quantizations, per_image, min_time,
+                                                 peak_now, gflops)
     rows += tflite_rows
+  rate = local() or gflops
   out["profile_batch1_ms"] = prof = profile_batch1(casc, min_time)
-  prof["stage1_net_bound"] = 1e3 * fwd / (gflops * 1e9)
+  prof["matmul_gflops_local"] = rate  # the nets' bounds below are at this rate
+  prof["stage1_net_bound"] = 1e3 * fwd / (rate * 1e9)
   prof["refine_net_bound"] = prof["stage1_net_bound"] * LSP14.num_joints
   rows += _profile_rows(prof, casc)
-  out["scaling"] = scaling_table(config, casc, bound, min_time)
+  out["scaling"] = scaling_table(config, casc, bound, min_time, peak_now, gflops)
   rows += [_row(f"  keras batch 1, S={e['stages']} K={e['joints']}", e)
            for e in out["scaling"]]
   out["wall_s"] = time.perf_counter() - start
@@ -477,8 +507,9 @@ def run(only: Sequence[str], input_size: int = 220, width: float = 1.0, fc_units
     bf16_gflops = matmul_peak(matmul_n, min_time, "bfloat16")["matmul_gflops"]
     result["matmul_bf16_gflops"] = bf16_gflops
     rows.append(("matmul bfloat16", f"{bf16_gflops:.0f} GFLOP/s", f"{bf16_gflops / gflops:.2f}"))
-    result["infer"], infer_rows = infer_benchmark(config, gflops, bf16_gflops, stages,
-                                                  infer_batches, tflite, min_time)
+    result["infer"], infer_rows = infer_benchmark(
+        config, gflops, bf16_gflops, stages, infer_batches, tflite, min_time,
+        peak_now=lambda: matmul_peak(matmul_n, min(min_time, 1.5))["matmul_gflops"])
     rows.extend(infer_rows)
   if "quant" in only:
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,6 +25,9 @@ def test_infer_benchmark_tiny(monkeypatch):
   assert set(infer["keras"]) == {"1", "2"} and set(infer["saved_model"]) == {"1", "2"}
   for e in list(infer["keras"].values()) + list(infer["saved_model"].values()):
     assert entry <= set(e) and e["x_flops_bound"] > 0
+    # The ratio at the matmul rate measured just before the entry, beside the run's own.
+    assert e["x_flops_bound_local"] == pytest.approx(
+        e["x_flops_bound"] * e["matmul_gflops_local"] / result["matmul_gflops"])
   assert result["matmul_bf16_gflops"] > 0 and infer["bfloat16"]["matmul_gflops"] > 0
   for name in ("keras", "saved_model"):
     assert entry | {"x_bf16_flops_bound"} <= set(infer["bfloat16"][name])
