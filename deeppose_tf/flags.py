@@ -66,6 +66,11 @@ def define_train_flags() -> None:
                    "(next free version under --export_dir) at the end.")
   d.DEFINE_string("export_dir", None, "Where --export writes. Default: WORKDIR/export.")
   d.DEFINE_integer("eval_batch_size", 16, "Images per evaluation batch.")
+  d.DEFINE_string("init_weights", None, "A .keras model to start every stage's network from "
+                  "(e.g. ImageNet AlexNet features saved with layers named conv1..conv5, "
+                  "fc6, fc7, or a stage of another workdir): layers are copied by name where "
+                  "their shapes match, the rest keep their initialization. A stage that "
+                  "resumes from its checkpoint ignores it.")
   d.mark_flag_as_required("workdir")
 
 
@@ -93,6 +98,7 @@ class Settings:
   num_stages: int
   skeleton: str
   verbose: Optional[int] = None
+  init_weights: Optional[str] = None
 
   def steps_for(self, stage: int) -> int:
     return self.steps[min(stage, len(self.steps)) - 1]
@@ -114,6 +120,8 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
     raise ValueError(f"--scale must be min,max with 0 < min <= max, got {f.scale}")
   if f.stage is not None and not 1 <= f.stage <= f.num_stages:
     raise ValueError(f"--stage={f.stage} is outside 1..--num_stages={f.num_stages}")
+  if f.init_weights and not os.path.isfile(f.init_weights):
+    raise ValueError(f"--init_weights={f.init_weights}: no such file")
   return Settings(
       data_dir=data_dir, train_split="train",
       model=ModelConfig(num_joints=skeleton.num_joints, input_size=f.input_size,
@@ -123,4 +131,4 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
       steps=steps, batch_size=f.batch_size, learning_rate=f.learning_rate,
       optimizer=f.optimizer, sigma=f.sigma, draws=f.draws, seed=f.seed,
       checkpoint_every=f.checkpoint_every, stats_images=f.stats_images,
-      num_stages=f.num_stages, skeleton=skeleton.name)
+      num_stages=f.num_stages, skeleton=skeleton.name, init_weights=f.init_weights)

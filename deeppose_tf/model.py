@@ -11,7 +11,8 @@ connected layers so tests and CPU experiments can shrink the net without changin
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+import os
+from typing import Dict, List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -106,6 +107,43 @@ def build_regressor(config: ModelConfig, mean_pose: Optional[np.ndarray] = None,
     out = keras.layers.Dense(2 * k, name="fc8")(x)
   out = keras.layers.Reshape((k, 2), name="joints")(out)
   return keras.Model(inputs, out, name=name)
+
+
+def pretrained_weights(path: str) -> Dict[str, List[np.ndarray]]:
+  """Per-layer weights of a saved Keras model (.keras), by layer name, for `assign_by_name`:
+  a stage of another workdir, or e.g. ImageNet AlexNet features saved as a Keras model
+  whose layers are named conv1..conv5, fc6, fc7 like `build_regressor`'s."""
+  if not os.path.isfile(path):
+    raise ValueError(f"init weights {path!r}: no such file")
+  if not path.endswith(".keras"):
+    raise ValueError(f"init weights {path!r}: expected a .keras model file (save one with "
+                     "model.save('name.keras'))")
+  source = keras.models.load_model(path, compile=False,
+                                   custom_objects={"LocalResponseNorm": LocalResponseNorm})
+  return {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
+
+
+def assign_by_name(net: keras.Model, weights: Dict[str, List[np.ndarray]]
+                   ) -> Tuple[List[str], List[str]]:
+  """Copies `weights` (pretrained_weights) into every layer of `net` with the same name and
+  the same weight shapes. Returns (copied, skipped) layer names; a layer whose shapes differ
+  (fc8 for another joint count, a conv with a bias where this one has BatchNorm) keeps its
+  initialization. Raises when nothing matches: a wrong file must not pass silently."""
+  copied, skipped = [], []
+  for layer in net.layers:
+    if not layer.weights:
+      continue
+    source = weights.get(layer.name)
+    shapes = [tuple(w.shape) for w in layer.weights]
+    if source is None or [tuple(w.shape) for w in source] != shapes:
+      skipped.append(layer.name)
+      continue
+    layer.set_weights(source)
+    copied.append(layer.name)
+  if not copied:
+    raise ValueError(f"no layer of {net.name} matches the pretrained weights by name and "
+                     f"shape (pretrained layers: {sorted(weights)[:12]})")
+  return copied, skipped
 
 
 PRECISIONS = ("float32", "bfloat16")

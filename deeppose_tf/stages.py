@@ -85,8 +85,17 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
   logging.info("stage %d: %d steps at global batch %d (%s)", stage, steps,
                settings.batch_size, "images" if stage == 1 else "joint crops")
 
+  pretrained = (model_lib.pretrained_weights(settings.init_weights)
+                if settings.init_weights else None)
+
   def build():
-    return model_lib.build_regressor(settings.model, bias, name=f"stage{stage}")
+    net = model_lib.build_regressor(settings.model, bias, name=f"stage{stage}")
+    if pretrained is not None:
+      # Before the checkpoint restore in fit_stage: a resumed stage keeps its own weights.
+      copied, skipped = model_lib.assign_by_name(net, pretrained)
+      logging.info("stage %d starts from %s: copied %s; kept the initialization of %s",
+                   stage, settings.init_weights, copied, skipped or "none")
+    return net
 
   def dataset(start_step):
     return pipeline.train_dataset(

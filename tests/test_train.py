@@ -175,3 +175,53 @@ def test_nan_loss_stops_training_with_the_step(tiny_data, tmp_path):
   with pytest.raises(FloatingPointError, match=r"at step \d+"):
     trainer.fit_stage(strategy, lambda: model_lib.build_regressor(config), data, ckpt, fit)
   assert not tf.train.get_checkpoint_state(ckpt)
+
+
+def test_assign_by_name_copies_matching_layers_only(tmp_path):
+  """Pretrained weights go where names and shapes match: a 10-joint source fills conv1..fc7
+  of a 14-joint regressor and leaves its fc8 (another joint count) as initialized."""
+  small = dict(input_size=72, width=0.1, fc_units=32)
+  source = model_lib.build_regressor(model_lib.ModelConfig(num_joints=10, output_init="default",
+                                                           **small))
+  path = str(tmp_path / "pretrained.keras")
+  source.save(path)
+  target = model_lib.build_regressor(model_lib.ModelConfig(num_joints=14, **small))
+  fc8_before = target.get_layer("fc8").get_weights()
+  copied, skipped = model_lib.assign_by_name(target, model_lib.pretrained_weights(path))
+  assert skipped == ["fc8"]
+  assert {"conv1", "conv5", "bn1", "fc6", "fc7"} <= set(copied)
+  for name in copied:
+    for got, want in zip(target.get_layer(name).get_weights(),
+                         source.get_layer(name).get_weights()):
+      np.testing.assert_array_equal(got, want)
+  for got, want in zip(target.get_layer("fc8").get_weights(), fc8_before):
+    np.testing.assert_array_equal(got, want)
+  # Nothing in common: an error, not a silent random start.
+  other = model_lib.build_regressor(model_lib.ModelConfig(num_joints=14, input_size=72,
+                                                          width=0.2, fc_units=16))
+  with pytest.raises(ValueError, match="no layer of .* matches"):
+    model_lib.assign_by_name(other, {"conv1": [np.zeros(3)]})
+  with pytest.raises(ValueError, match="no such file"):
+    model_lib.pretrained_weights(str(tmp_path / "missing.keras"))
+
+
+def test_train_with_init_weights_starts_from_them(tiny_data, tmp_path):
+  """--init_weights: stage 1 of a new run starts from another run's stage-1 model (the log
+  names the copied layers), and a missing file is refused before any training."""
+  first = str(tmp_path / "first")
+  run = subprocess.run(_train_cmd(first, tiny_data, "--num_stages=1", "--steps_per_stage=2",
+                                  "--noevaluate"),
+                       capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  pretrained = os.path.join(first, "stage1", "model.keras")
+  second = str(tmp_path / "second")
+  run = subprocess.run(_train_cmd(second, tiny_data, "--num_stages=1", "--steps_per_stage=2",
+                                  "--noevaluate", f"--init_weights={pretrained}"),
+                       capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert re.search(r"stage 1 starts from \S+model.keras: copied \[.*'conv1'.*'fc8'\]",
+                   run.stderr), run.stderr[-3000:]
+  run = subprocess.run(_train_cmd(str(tmp_path / "third"), tiny_data, "--num_stages=1",
+                                  "--init_weights=/nonexistent.keras"),
+                       capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+  assert run.returncode != 0 and "--init_weights=/nonexistent.keras: no such file" in run.stderr
