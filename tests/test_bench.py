@@ -42,6 +42,7 @@ def test_infer_benchmark_tiny(monkeypatch):
   assert "tflite int8, batch 1" in table and "failed" in table and "S=2 K=10" in table
 
 
+@pytest.mark.slow  # 6 short Keras fits and 2 pipelines, about 35 s
 def test_train_pipeline_and_end_to_end_tiny(tiny_data):
   result, rows = bench.run(["peak", "train", "pipeline", "e2e"], input_size=72, width=0.1,
                            fc_units=16, batch_size=4, draws=3, data_dir=tiny_data,

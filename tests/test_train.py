@@ -205,6 +205,7 @@ def test_assign_by_name_copies_matching_layers_only(tmp_path):
     model_lib.pretrained_weights(str(tmp_path / "missing.keras"))
 
 
+@pytest.mark.slow  # two CLI trainings, about 40 s; the unit test above runs by default
 def test_train_with_init_weights_starts_from_them(tiny_data, tmp_path):
   """--init_weights: stage 1 of a new run starts from another run's stage-1 model (the log
   names the copied layers), and a missing file is refused before any training."""
