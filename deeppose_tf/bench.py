@@ -14,9 +14,11 @@ times are reported against the FLOPs bound: the cascade's convolution and dense 
   pipeline  tf.data throughput of the stage-1 and refinement pipelines alone;
   e2e       training through the real pipeline against training on in-memory tensors, in
             the same process and alternating, for stage 1 and a refinement stage;
-  infer     cascade latency and throughput (Keras, SavedModel, TFLite fp32/float16/int8),
-            a batch-1 profile and the cost against stages and joints;
-  quant     accuracy of a trained cascade (--workdir) as Keras, TFLite fp32 and int8.
+  infer     cascade latency and throughput (Keras, SavedModel, bfloat16 Keras and
+            SavedModel, TFLite fp32/float16/int8), a batch-1 profile and the cost against
+            stages and joints;
+  quant     accuracy of a trained cascade (--workdir) as Keras fp32 and bfloat16 and as
+            TFLite fp32 and int8.
 Data: --data_dir (prepared TFRecords), else ../shared/data/lspet prepared into a temp dir
 when present, else a freshly generated synthetic set. `infer` needs no data: random-weight
 stage networks on random 2 x input_size square uint8 images with the full-image box.
@@ -194,6 +196,11 @@ def _entry(sec: float, batch: int, bound_sec: float) -> dict:
           "images_per_s": batch / sec, "x_flops_bound": sec / batch / bound_sec}
 
 
+def _no_rate() -> Optional[float]:
+  """The default peak_now: no local matmul rate, so entries carry the run's ratio only."""
+  return None
+
+
 def _localize(e: dict, local: Optional[float], gflops: float) -> dict:
   """Adds the ratio against the matmul rate measured just before this entry (`local`): a
   shared machine's speed drifts within a run (first and last rates of one run differed by
@@ -223,18 +230,21 @@ def time_keras(casc, batch: int, min_time: float) -> float:
   return _timeit(lambda: fn(images, boxes).numpy(), min_time)
 
 
-def time_saved_model(casc, batches: Sequence[int], tmp: str, min_time: float) -> Dict[int, float]:
-  """Seconds per call of the exported SavedModel's predict_images signature, per batch."""
+def load_saved_model(casc, path: str):
+  """Exports `casc` to `path` (export.save_saved_model) and returns the reloaded
+  predict_images signature."""
   import tensorflow as tf
   from deeppose_tf import export
-  path = os.path.join(tmp, "saved_model")
   export.save_saved_model(casc, path)
-  fn = tf.saved_model.load(path).signatures["predict_images"]
-  out = {}
-  for b in batches:
-    images, boxes = (tf.constant(a) for a in _images(b, casc))
-    out[b] = _timeit(lambda: fn(images=images, boxes=boxes)["joints"].numpy(), min_time)
-  return out
+  return tf.saved_model.load(path).signatures["predict_images"]
+
+
+def time_saved_model(fn, casc, batch: int, min_time: float) -> float:
+  """Seconds per call of a loaded predict_images signature `fn` (load_saved_model) on
+  `batch` of casc's benchmark images."""
+  import tensorflow as tf
+  images, boxes = (tf.constant(a) for a in _images(batch, casc))
+  return _timeit(lambda: fn(images=images, boxes=boxes)["joints"].numpy(), min_time)
 
 
 def time_tflite(casc, quantize: str, min_time: float, calibration: int = 8) -> dict:
@@ -288,7 +298,7 @@ def profile_batch1(casc, min_time: float) -> Dict[str, float]:
 
 
 def scaling_table(config, casc, bound: Callable[[int, int], float],
-                  min_time: float, peak_now: Callable[[], float] = None,
+                  min_time: float, peak_now: Callable[[], Optional[float]] = _no_rate,
                   gflops: float = None) -> List[dict]:
   """Batch-1 Keras cascade latency for S = 1..casc.num_stages and K = 10 (FLIC10) and the
   cascade's own skeleton (LSP14: K = 14), on the first S stages."""
@@ -298,7 +308,7 @@ def scaling_table(config, casc, bound: Callable[[int, int], float],
   for full in (random_cascade(config, FLIC10, casc.num_stages), casc):
     k = full.skeleton.num_joints
     for s in range(1, full.num_stages + 1):
-      local = peak_now() if peak_now else None
+      local = peak_now()
       sec = time_keras(Cascade(full.stages[:s], full.skeleton, full.sigma, full.input_size),
                        1, min_time)
       table.append({"skeleton": full.skeleton.name, "joints": k, "stages": s,
@@ -308,14 +318,14 @@ def scaling_table(config, casc, bound: Callable[[int, int], float],
 
 
 def _tflite_section(casc, quantizations: Sequence[str], per_image: float,
-                    min_time: float, peak_now: Callable[[], float] = None,
+                    min_time: float, peak_now: Callable[[], Optional[float]] = _no_rate,
                     gflops: float = None) -> Tuple[dict, List[Row]]:
   """TFLite batch 1 per quantization; a failed conversion is recorded, not raised."""
   out, rows = {}, []
   for q in quantizations:
     name = {"none": "fp32"}.get(q, q)
     try:
-      local = peak_now() if peak_now else None
+      local = peak_now()
       t = time_tflite(casc, q, min_time)
     except Exception as err:  # pylint: disable=broad-except
       logging.exception("TFLite %s failed", name)
@@ -343,7 +353,8 @@ def infer_benchmark(config, gflops: float, bf16_gflops: float, stages: int = 3,
                     batches: Sequence[int] = (1, 8, 32),
                     tflite: bool = True, min_time: float = 3.0,
                     quantizations: Sequence[str] = ("none", "float16", "int8"),
-                    peak_now: Callable[[], float] = None) -> Tuple[dict, List[Row]]:
+                    peak_now: Callable[[], Optional[float]] = _no_rate
+                    ) -> Tuple[dict, List[Row]]:
   """Inference of a random-weight LSP14 cascade of `stages` stages: Keras at `batches`,
   the SavedModel at the batches up to 8, bfloat16 and TFLite at batch 1, a batch-1 profile
   and the scaling table. peak_now() -> the matmul rate now: measured before each entry for
@@ -363,18 +374,17 @@ def infer_benchmark(config, gflops: float, bf16_gflops: float, stages: int = 3,
          "flops_bound_ms_per_image": 1e3 * per_image, "keras": {}, "saved_model": {}}
   rows = [(f"infer: {stages}-stage LSP14 cascade bound", f"{1e3 * per_image:.1f} ms",
            f"{out['cascade_gflops_per_image']:.3g} GFLOP")]
-  def local():
-    return peak_now() if peak_now else None
 
   for b in batches:
-    rate = local()
+    rate = peak_now()
     out["keras"][str(b)] = e = _localize(_entry(time_keras(casc, b, min_time), b, per_image),
                                          rate, gflops)
     rows.append(_row(f"  keras cascade, batch {b}", e))
   with tempfile.TemporaryDirectory() as tmp:
+    fn = load_saved_model(casc, os.path.join(tmp, "saved_model"))
     for b in [b for b in batches if b <= 8]:
-      rate = local()
-      sec = time_saved_model(casc, [b], tmp, min_time)[b]
+      rate = peak_now()
+      sec = time_saved_model(fn, casc, b, min_time)
       out["saved_model"][str(b)] = e = _localize(_entry(sec, b, per_image), rate, gflops)
       rows.append(_row(f"  SavedModel predict_images, batch {b}", e))
   # bfloat16 networks (export --precision=bfloat16), against the same fp32 bound and
@@ -382,10 +392,12 @@ def infer_benchmark(config, gflops: float, bf16_gflops: float, stages: int = 3,
   bf16 = casc.with_precision("bfloat16")
   out["bfloat16"] = {"matmul_gflops": bf16_gflops}
   with tempfile.TemporaryDirectory() as tmp:
-    for name in ("keras", "saved_model"):
-      rate = local()
-      sec = (time_keras(bf16, 1, min_time) if name == "keras"
-             else time_saved_model(bf16, [1], tmp, min_time)[1])
+    bf16_fn = load_saved_model(bf16, os.path.join(tmp, "saved_model"))
+    timers = {"keras": lambda: time_keras(bf16, 1, min_time),
+              "saved_model": lambda: time_saved_model(bf16_fn, bf16, 1, min_time)}
+    for name, timer in timers.items():
+      rate = peak_now()
+      sec = timer()
       out["bfloat16"][name] = e = _localize(_entry(sec, 1, per_image), rate, gflops)
       e["x_bf16_flops_bound"] = sec / (per_image * gflops / bf16_gflops)
       rows.append((f"  {name} bfloat16, batch 1", f"{e['ms']:.1f} ms",
@@ -395,7 +407,7 @@ def infer_benchmark(config, gflops: float, bf16_gflops: float, stages: int = 3,
     out["tflite"], tflite_rows = _tflite_section(casc, quantizations, per_image, min_time,
                                                  peak_now, gflops)
     rows += tflite_rows
-  rate = local() or gflops
+  rate = peak_now() or gflops
   out["profile_batch1_ms"] = prof = profile_batch1(casc, min_time)
   prof["matmul_gflops_local"] = rate  # the nets' bounds below are at this rate
   prof["stage1_net_bound"] = 1e3 * fwd / (rate * 1e9)
@@ -549,8 +561,8 @@ def main(argv):
 if __name__ == "__main__":
   flags.DEFINE_list("only", ["peak", "pipeline", "train"], "Benchmarks to run, from "
                     f"{', '.join(BENCHMARKS)} (the matmul peak always runs). e2e: training "
-                    "through the pipeline against in-memory data; quant: Keras, TFLite fp32 "
-                    "and int8 accuracy of the trained cascade in --workdir.")
+                    "through the pipeline against in-memory data; quant: Keras fp32/bfloat16 and "
+                    "TFLite fp32/int8 accuracy of the trained cascade in --workdir.")
   flags.DEFINE_string("workdir", None, "quant: workdir of a trained cascade.")
   flags.DEFINE_string("eval_split", "test", "quant: split to evaluate.")
   flags.DEFINE_integer("eval_limit", 0, "quant: at most this many images (0 = all).")

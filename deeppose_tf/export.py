@@ -7,7 +7,9 @@
 
 --precision=bfloat16 exports networks that compute in bfloat16 (model.with_precision: about
 2x faster on CPUs with AVX512-BF16 or AMX; measure its accuracy with
-`evaluate --precision=bfloat16` first). Both formats wrap `Cascade.predict`, the package's only inference path: no crop or stage logic
+`evaluate --precision=bfloat16` first).
+
+Both formats wrap `Cascade.predict`, the package's only inference path: no crop or stage logic
 is repeated here. Poses are (x, y) in the pixels of the image as given (before any padding).
 
 SavedModel signatures (OUT/<version>/, the layout TF Serving polls):

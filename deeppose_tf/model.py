@@ -118,8 +118,7 @@ def pretrained_weights(path: str) -> Dict[str, List[np.ndarray]]:
   if not path.endswith(".keras"):
     raise ValueError(f"init weights {path!r}: expected a .keras model file (save one with "
                      "model.save('name.keras'))")
-  source = keras.models.load_model(path, compile=False,
-                                   custom_objects={"LocalResponseNorm": LocalResponseNorm})
+  source = keras.models.load_model(path, compile=False)  # LocalResponseNorm is registered
   return {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
 
 
@@ -172,8 +171,7 @@ def with_precision(net: keras.Model, precision: str) -> keras.Model:
     if (layer["class_name"] not in ("InputLayer", "LocalResponseNorm")
         and layer["name"] not in _FLOAT32_LAYERS):
       layer["config"]["dtype"] = "mixed_bfloat16"
-  copy = keras.Model.from_config(config, custom_objects={"LocalResponseNorm":
-                                                         LocalResponseNorm})
+  copy = keras.Model.from_config(config)  # LocalResponseNorm is registered
   copy.set_weights(net.get_weights())
   return copy
 

@@ -154,11 +154,11 @@ def refine_example(features, seed_pair, skeleton: Skeleton, input_size: int, sig
     flip = tf.random.stateless_uniform([draws], seeds[3]) < 0.5
   else:
     flip = tf.zeros([draws], tf.bool)
-  boxes, _ = _flip(boxes, flip, skeleton.flip_permutation)
+  boxes, order = _flip(boxes, flip, skeleton.flip_permutation)
   crops = geometry.crop(image[None], boxes, tf.zeros([draws], tf.int32), input_size)
-  # The mirrored crop of joint i shows it as its flip partner: train that output instead.
-  partner = tf.gather(tf.constant(skeleton.flip_permutation, tf.int32), joint_ids)
-  label = tf.where(flip, partner, joint_ids)
+  # The mirrored crop of joint i shows it as its flip partner perm[i] (the permutation is
+  # its own inverse): train that output instead. order[d] is perm where draw d flipped.
+  label = tf.gather(order, joint_ids, batch_dims=1)
   one_hot = tf.one_hot(label, k)  # (D, K)
   target = geometry.normalize(tf.gather(joints, joint_ids)[:, None, :], boxes)  # (D, 1, 2)
   target = target * one_hot[:, :, None]  # (D, K, 2): only the drawn joint's row is trained
