@@ -190,3 +190,71 @@ def crop_builtin(images, boxes, box_indices, size):
     return tf.gather(blended, first[:, :, None] + x[:, None, :])  # (N, S, S, C)
 
   return column(x0) * wx0[:, None, :, None] + column(x1) * wx1[:, None, :, None]
+
+
+# Rotated crops (training augmentation). A rotated crop of box b = (cx, cy, w, h) by angle a
+# maps crop-normalized u in [-0.5, 0.5]^2 to the image point p = c + A u with
+# A = R(a) diag(w, h): the crop's x axis runs along the box's rotated width. With a = 0 this
+# is exactly `crop` / `normalize`; a negative w mirrors, as there.
+
+
+def affine_matrices(boxes, angles):
+  """A = R(angle) diag(w, h) of rotated boxes. boxes (..., 4), angles (...,) radians ->
+  (..., 2, 2), so that image point p = (cx, cy) + A u for crop-normalized u."""
+  boxes = tf.convert_to_tensor(boxes, tf.float32)
+  angles = tf.convert_to_tensor(angles, tf.float32)
+  cos, sin = tf.cos(angles), tf.sin(angles)
+  w, h = boxes[..., 2], boxes[..., 3]
+  return tf.stack([tf.stack([cos * w, -sin * h], -1), tf.stack([sin * w, cos * h], -1)], -2)
+
+
+def affine_normalize(joints, boxes, angles):
+  """Image pixels -> crop-normalized coordinates of the rotated box: u = A^-1 (p - c).
+
+  joints: (..., K, 2); boxes: (..., 4); angles: (...,) radians, broadcast over K.
+  Equals `normalize` at angle 0. Returns (..., K, 2).
+  """
+  boxes = tf.convert_to_tensor(boxes, tf.float32)
+  angles = tf.convert_to_tensor(angles, tf.float32)[..., None]
+  d = tf.convert_to_tensor(joints, tf.float32) - boxes[..., None, 0:2]
+  cos, sin = tf.cos(angles), tf.sin(angles)
+  # R^T d, then divide by (w, h).
+  x = (cos * d[..., 0] + sin * d[..., 1]) / boxes[..., None, 2]
+  y = (-sin * d[..., 0] + cos * d[..., 1]) / boxes[..., None, 3]
+  return tf.stack([x, y], axis=-1)
+
+
+def affine_denormalize(points, boxes, angles):
+  """Crop-normalized coordinates of the rotated box -> image pixels; inverse of
+  `affine_normalize`. Shapes as there."""
+  boxes = tf.convert_to_tensor(boxes, tf.float32)
+  a = affine_matrices(boxes, angles)[..., None, :, :]  # (..., 1, 2, 2)
+  u = tf.convert_to_tensor(points, tf.float32)
+  return tf.einsum("...ij,...j->...i", a, u) + boxes[..., None, 0:2]
+
+
+def affine_crop(images, boxes, angles, size):
+  """Rotated bilinear crops, one per image, with zeros outside the image: one warp per crop
+  (rotation, scale, shift and mirror in a single resampling, as pose codebases do).
+
+  images: (N, H, W, C) any real dtype; boxes: (N, 4) image pixels (negative w mirrors);
+  angles: (N,) radians. Returns (N, S, S, C) float32. Crop pixel (i, j) samples the image at
+  `affine_denormalize(((j + 0.5) / S - 0.5, (i + 0.5) / S - 0.5))`, so `affine_normalize`
+  maps annotations exactly; at angle 0 it samples the same points as `crop`.
+  """
+  images = tf.cast(images, tf.float32)
+  boxes = tf.cast(boxes, tf.float32)
+  a = affine_matrices(boxes, angles)  # (N, 2, 2)
+  s = float(size)
+  off = 0.5 / s - 0.5
+  # ImageProjectiveTransformV3 maps output index (x, y) (pixel centres at integers) to the
+  # input index a0 x + a1 y + a2, b0 x + b1 y + b2; our pixel centres sit at i + 0.5.
+  a0, a1 = a[:, 0, 0], a[:, 0, 1]
+  b0, b1 = a[:, 1, 0], a[:, 1, 1]
+  a2 = boxes[:, 0] - 0.5 + (a0 + a1) * off
+  b2 = boxes[:, 1] - 0.5 + (b0 + b1) * off
+  zeros = tf.zeros_like(a0)
+  transforms = tf.stack([a0 / s, a1 / s, a2, b0 / s, b1 / s, b2, zeros, zeros], axis=1)
+  return tf.raw_ops.ImageProjectiveTransformV3(
+      images=images, transforms=transforms, output_shape=tf.constant([size, size], tf.int32),
+      fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")

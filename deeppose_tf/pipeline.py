@@ -28,19 +28,69 @@ from deeppose_tf.skeleton import Skeleton
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-  """Random box jitter and flips applied while training.
+  """Random augmentation applied while training (stage 1 and refinement stages).
 
   translate: max shift of the box centre, as a fraction of its size (uniform, per axis).
   scale: (min, max) uniform factor on the box size.
+  rotate: max rotation in degrees (uniform in [-rotate, rotate]); rotation, scale, shift
+    and the mirror are one affine warp per crop (geometry.affine_crop), and the joints are
+    mapped by the same transform.
   flip: mirror with probability 1/2 (labels swapped by the skeleton's permutation).
+  brightness: max additive change, as a fraction of the 0-255 range.
+  contrast, saturation: max relative change (factor uniform in [1 - c, 1 + c]).
+  The defaults are the paper's light jitter; the flags (deeppose_tf/flags.py) default to
+  the stronger recipe that learns on CPU budgets.
   """
 
   translate: float = 0.05
   scale: tuple = (0.9, 1.1)
   flip: bool = True
+  rotate: float = 0.0
+  brightness: float = 0.0
+  contrast: float = 0.0
+  saturation: float = 0.0
+
+  def __post_init__(self):
+    for name in ("translate", "rotate", "brightness", "contrast", "saturation"):
+      value = getattr(self, name)
+      if not 0.0 <= value or value != value:
+        raise ValueError(f"augment {name} must be >= 0, got {value}")
+    if self.contrast >= 1.0 or self.saturation >= 1.0:
+      raise ValueError(f"augment contrast and saturation must be < 1, got {self.contrast}, "
+                       f"{self.saturation}")
+    if len(self.scale) != 2 or not 0.0 < self.scale[0] <= self.scale[1]:
+      raise ValueError(f"augment scale must be (min, max) with 0 < min <= max, got "
+                       f"{self.scale}")
+
+  @property
+  def colour(self) -> bool:
+    return self.brightness > 0 or self.contrast > 0 or self.saturation > 0
 
 
 NO_AUGMENT = AugmentConfig(translate=0.0, scale=(1.0, 1.0), flip=False)
+
+
+def jitter_colour(crops, seed_pair, augment: AugmentConfig):
+  """Brightness, contrast and saturation jitter of crops (..., S, S, 3) float32 in [0, 255];
+  stateless under seed_pair (2,). Returns crops clipped to [0, 255]."""
+  if not augment.colour:
+    return crops
+  seeds = tf.random.experimental.stateless_split(seed_pair, 3)
+  if augment.brightness > 0:
+    crops = tf.image.stateless_random_brightness(crops, 255.0 * augment.brightness, seeds[0])
+  if augment.contrast > 0:
+    crops = tf.image.stateless_random_contrast(crops, 1.0 - augment.contrast,
+                                               1.0 + augment.contrast, seeds[1])
+  if augment.saturation > 0:
+    crops = tf.image.stateless_random_saturation(crops, 1.0 - augment.saturation,
+                                                 1.0 + augment.saturation, seeds[2])
+  return tf.clip_by_value(crops, 0.0, 255.0)
+
+
+def _angles(seed, shape, augment: AugmentConfig):
+  """Rotation angles in radians, uniform in +-augment.rotate degrees."""
+  r = augment.rotate * 3.141592653589793 / 180.0
+  return tf.random.stateless_uniform(shape, seed, -r, r)
 
 
 def decode_image(encoded, image_id=None):
@@ -99,22 +149,66 @@ def _files_dataset(data_dir, split, training, seed):
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def stage1_example(features, seed_pair, skeleton: Skeleton, input_size: int,
-                   augment: AugmentConfig):
-  """One parsed record -> (crop (S, S, 3) float32, target (K, 3)). seed_pair: (2,) int64."""
+def load_example(features, max_side: int = 0):
+  """A parsed record -> the decoded example that augmentation reads (what the training
+  pipeline caches in memory, so JPEGs are decoded once, not once per visit).
+
+  max_side > 0 shrinks images whose longer side exceeds it (antialiased), scaling joints and
+  box by the same per-axis factors: image pixel x maps to x * W' / W, the pixel-area frame
+  tf.image.resize uses. Returns a dict: pixels (H', W', 3) uint8, joints (K, 2) and box (4,)
+  in the pixels' frame, visible (K,), image_id.
+  """
   joints = _check_record(features)
   image = decode_image(features["image"], features["image_id"])
   box = initial_box(features)
-  seeds = tf.random.experimental.stateless_split(seed_pair, 3)
+  if max_side:
+    shape = tf.shape(image)
+    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    factor = tf.minimum(1.0, float(max_side) / tf.maximum(h, w))
+    new_h = tf.maximum(1, tf.cast(tf.round(h * factor), tf.int32))
+    new_w = tf.maximum(1, tf.cast(tf.round(w * factor), tf.int32))
+    sx = tf.cast(new_w, tf.float32) / w
+    sy = tf.cast(new_h, tf.float32) / h
+    resized = tf.image.resize(image, tf.stack([new_h, new_w]), antialias=True)
+    image = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    image.set_shape([None, None, 3])
+    joints = joints * tf.stack([sx, sy])
+    box = box * tf.stack([sx, sy, sx, sy])
+  return {"pixels": image, "joints": joints, "box": box, "visible": features["visible"],
+          "image_id": features["image_id"]}
+
+
+def _as_loaded(features):
+  return features if "pixels" in features else load_example(features)
+
+
+def stage1_example(features, seed_pair, skeleton: Skeleton, input_size: int,
+                   augment: AugmentConfig):
+  """One record -> (crop (S, S, 3) float32, target (K, 3)). seed_pair: (2,) int64.
+
+  features: a parsed record or `load_example`'s dict. The box is shifted, scaled, rotated
+  and mirrored by one affine warp; the target is the pose in that warped box's normalized
+  frame, so crop and target always agree.
+  """
+  ex = _as_loaded(features)
+  joints, image = ex["joints"], ex["pixels"]
+  seeds = tf.random.experimental.stateless_split(seed_pair, 5)
   shift = tf.random.stateless_uniform([2], seeds[0], -augment.translate, augment.translate)
   scale = tf.random.stateless_uniform([], seeds[1], augment.scale[0], augment.scale[1])
-  box = geometry.jitter_box(box, shift, scale)
+  box = geometry.jitter_box(ex["box"], shift, scale)
   do_flip = (tf.random.stateless_uniform([], seeds[2]) < 0.5 if augment.flip
              else tf.constant(False))
   box, order = _flip(box, do_flip, skeleton.flip_permutation)
-  crop = geometry.crop(image[None], box[None], tf.zeros([1], tf.int32), input_size)[0]
-  target = tf.gather(geometry.normalize(joints, box), order)
-  mask = tf.gather(features["visible"], order)
+  if augment.rotate > 0:
+    angle = _angles(seeds[3], [], augment)
+    crop = geometry.affine_crop(image[None], box[None], angle[None], input_size)[0]
+    target = geometry.affine_normalize(joints, box, angle)
+  else:
+    crop = geometry.crop(image[None], box[None], tf.zeros([1], tf.int32), input_size)[0]
+    target = geometry.normalize(joints, box)
+  crop = jitter_colour(crop, seeds[4], augment)
+  target = tf.gather(target, order)
+  mask = tf.gather(ex["visible"], order)
   target = target * mask[:, None]  # unannotated joints carry zeros, never junk
   return crop, tf.concat([target, mask[:, None]], axis=-1)
 
@@ -131,18 +225,18 @@ def sample_displacements(seed_pair, joint_ids, mean, chol):
 
 def refine_example(features, seed_pair, skeleton: Skeleton, input_size: int, sigma: float,
                    disp_mean, disp_chol, draws: int, augment: AugmentConfig):
-  """One parsed record -> `draws` refinement crops (D, S, S, 3) and targets (D, K, 3).
+  """One record -> `draws` refinement crops (D, S, S, 3) and targets (D, K, 3).
 
   Each draw picks an annotated joint i uniformly, centres a box of side sigma * diam(y) at
   y_i + delta (delta from the previous stage's displacement distribution, in box sides),
-  and targets y_i normalized by that box. The image is decoded once for all draws and the
-  D boxes are cut in one crop op.
+  and targets y_i normalized by that box (rotated about its centre when augment.rotate > 0).
+  features: a parsed record or `load_example`'s dict; the image is decoded once for all
+  draws and the D boxes are cut in one crop op.
   """
-  joints = _check_record(features)
-  image = decode_image(features["image"], features["image_id"])
-  visible = features["visible"]
+  ex = _as_loaded(features)
+  joints, image, visible = ex["joints"], ex["pixels"], ex["visible"]
   k = skeleton.num_joints
-  seeds = tf.random.experimental.stateless_split(seed_pair, 4)
+  seeds = tf.random.experimental.stateless_split(seed_pair, 6)
   logits = tf.math.log(tf.maximum(visible, 1e-12))[None, :]
   joint_ids = tf.cast(tf.random.stateless_categorical(logits, draws, seeds[0])[0], tf.int32)
   boxes = geometry.joint_boxes(joints, skeleton.diameter_indices, sigma)  # (K, 4)
@@ -155,12 +249,20 @@ def refine_example(features, seed_pair, skeleton: Skeleton, input_size: int, sig
   else:
     flip = tf.zeros([draws], tf.bool)
   boxes, order = _flip(boxes, flip, skeleton.flip_permutation)
-  crops = geometry.crop(image[None], boxes, tf.zeros([draws], tf.int32), input_size)
+  points = tf.gather(joints, joint_ids)[:, None, :]  # (D, 1, 2)
+  if augment.rotate > 0:
+    angles = _angles(seeds[4], [draws], augment)
+    crops = geometry.affine_crop(tf.repeat(image[None], draws, axis=0), boxes, angles,
+                                 input_size)
+    target = geometry.affine_normalize(points, boxes, angles)  # (D, 1, 2)
+  else:
+    crops = geometry.crop(image[None], boxes, tf.zeros([draws], tf.int32), input_size)
+    target = geometry.normalize(points, boxes)  # (D, 1, 2)
+  crops = jitter_colour(crops, seeds[5], augment)
   # The mirrored crop of joint i shows it as its flip partner perm[i] (the permutation is
   # its own inverse): train that output instead. order[d] is perm where draw d flipped.
   label = tf.gather(order, joint_ids, batch_dims=1)
   one_hot = tf.one_hot(label, k)  # (D, K)
-  target = geometry.normalize(tf.gather(joints, joint_ids)[:, None, :], boxes)  # (D, 1, 2)
   target = target * one_hot[:, :, None]  # (D, K, 2): only the drawn joint's row is trained
   return crops, tf.concat([target, one_hot[:, :, None]], axis=-1)
 
@@ -168,16 +270,27 @@ def refine_example(features, seed_pair, skeleton: Skeleton, input_size: int, sig
 def train_dataset(data_dir: str, split: str, skeleton: Skeleton, input_size: int,
                   batch_size: int, seed: int, augment: AugmentConfig = AugmentConfig(),
                   refine: Optional[dict] = None, shuffle_buffer: int = 2048,
-                  start_index: int = 0):
+                  start_index: int = 0, cache_max_side: Optional[int] = None):
   """Infinite, shuffled, augmented batches for training one stage.
 
   refine: None for stage 1; for stage s >= 2 a dict with sigma, mean (K, 2), chol (K, 2, 2)
   and draws (crops per image). start_index offsets the per-element seeds so a resumed run
   does not replay the augmentations it already trained on.
+  cache_max_side: None decodes every JPEG on every visit; an int keeps the decoded split in
+  memory (images shrunk to at most that many pixels on their longer side; 0 = full size),
+  so the two CPU cores train instead of decoding. The cache is filled during the first pass.
   Yields (crops (B, S, S, 3) float32, targets (B, K, 3)).
   """
   k = skeleton.num_joints
   ds = _files_dataset(data_dir, split, True, seed)
+  if cache_max_side is not None:
+    if cache_max_side < 0:
+      raise ValueError(f"cache_max_side must be >= 0 (0 = full size), got {cache_max_side}")
+    ds = ds.map(lambda s: load_example(records.parse(s, k), cache_max_side),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    parse = lambda example: example
+  else:
+    parse = lambda serialized: records.parse(serialized, k)
   # Shuffling the endless stream (after repeat) with a fixed seed makes the order a function
   # of the seed alone: Keras opens a dataset more than once, and reshuffle_each_iteration
   # would give each iterator (and so each run) another order.
@@ -185,19 +298,18 @@ def train_dataset(data_dir: str, split: str, skeleton: Skeleton, input_size: int
   ds = ds.enumerate(start=start_index)
 
   if refine is None:
-    def fn(index, serialized):
-      features = records.parse(serialized, k)
-      return stage1_example(features, tf.stack([tf.cast(seed, tf.int64), index]), skeleton,
-                            input_size, augment)
+    def fn(index, example):
+      return stage1_example(parse(example), tf.stack([tf.cast(seed, tf.int64), index]),
+                            skeleton, input_size, augment)
     ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   else:
     mean = tf.constant(np.asarray(refine["mean"], np.float32))
     chol = tf.constant(np.asarray(refine["chol"], np.float32))
 
-    def fn(index, serialized):
-      features = records.parse(serialized, k)
-      return refine_example(features, tf.stack([tf.cast(seed, tf.int64), index]), skeleton,
-                            input_size, refine["sigma"], mean, chol, refine["draws"], augment)
+    def fn(index, example):
+      return refine_example(parse(example), tf.stack([tf.cast(seed, tf.int64), index]),
+                            skeleton, input_size, refine["sigma"], mean, chol,
+                            refine["draws"], augment)
     ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
     # Crops of one image are correlated: mix them with other images' before batching.
     ds = ds.shuffle(max(4 * refine["draws"], 256), seed=seed + 1)
