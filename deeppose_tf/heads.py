@@ -1,0 +1,91 @@
+"""Heads: backbone features -> "joints" (B, K, 2), box-normalized (x, y) in [-0.5, 0.5]^2.
+
+  fc        the paper's: flatten, fully connected layers, a linear 2K output (model.py
+            builds AlexNet's exactly as the paper; this one serves the other backbones).
+  integral  fully convolutional: the coarsest features are upsampled and fused with the
+            stride-8 (optionally stride-4) features into K heatmaps (logits, layer
+            "heatmaps", (B, H, W, K)); a spatial softmax and the expected (x, y) over the
+            heatmap's cell centres give the joints (soft-argmax, as DSNT and integral
+            regression). The refinement crop around joint i reads heatmap i, like the fc
+            head's output i. Every op is a TFLite builtin (softmax, matmul, resize).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+HEADS = ("fc", "integral")
+
+
+@keras.saving.register_keras_serializable(package="deeppose_tf")
+class SoftArgmax(keras.layers.Layer):
+  """Heatmap logits (B, H, W, K) -> expected (x, y) (B, K, 2) in box-normalized coordinates:
+  cell (i, j) stands for the point ((j + 0.5) / W - 0.5, (i + 0.5) / H - 0.5), the centre of
+  its span of the crop, so a one-hot heatmap at (i, j) returns exactly that point."""
+
+  def call(self, logits):
+    logits = tf.cast(logits, tf.float32)
+    h, w, k = logits.shape[1], logits.shape[2], logits.shape[3]
+    flat = tf.transpose(tf.reshape(logits, [-1, h * w, k]), [0, 2, 1])  # (B, K, HW)
+    prob = tf.nn.softmax(flat, axis=-1)
+    return tf.matmul(prob, tf.constant(cell_centres(h, w)))  # (B, K, 2)
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0], input_shape[3], 2)
+
+
+def cell_centres(h: int, w: int) -> np.ndarray:
+  """(H * W, 2) box-normalized (x, y) of the heatmap cells, row-major like a reshape."""
+  xs = (np.arange(w) + 0.5) / w - 0.5
+  ys = (np.arange(h) + 0.5) / h - 0.5
+  gx, gy = np.meshgrid(xs, ys)
+  return np.stack([gx.ravel(), gy.ravel()], axis=-1).astype(np.float32)
+
+
+def _conv_bn_relu(x, filters, kernel, name):
+  x = keras.layers.Conv2D(filters, kernel, padding="same", use_bias=False,
+                          name=f"{name}_conv")(x)
+  x = keras.layers.BatchNormalization(synchronized=True, name=f"{name}_bn")(x)
+  return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def integral(feats: Dict[int, keras.KerasTensor], num_joints: int, channels: int,
+             heatmap_stride: int = 8) -> keras.KerasTensor:
+  """feats: {stride: (B, S/stride, S/stride, C)} with the strides up to 16 or 32 and down
+  to `heatmap_stride` (4 or 8). Returns joints (B, K, 2); the logits layer is "heatmaps"."""
+  strides = sorted(s for s in feats if s >= heatmap_stride)
+  if heatmap_stride not in feats:
+    raise ValueError(f"heatmap_stride {heatmap_stride} needs backbone features at stride "
+                     f"{heatmap_stride}; this backbone has {sorted(feats)}")
+  x = keras.layers.Conv2D(channels, 1, use_bias=False, name=f"lat{strides[-1]}")(
+      feats[strides[-1]])
+  for s in reversed(strides[:-1]):
+    target = feats[s]
+    x = keras.layers.Resizing(target.shape[1], target.shape[2], interpolation="bilinear",
+                              name=f"up{s}")(x)
+    lateral = keras.layers.Conv2D(channels, 1, use_bias=False, name=f"lat{s}")(target)
+    x = keras.layers.Add(name=f"fuse{s}")([x, lateral])
+    x = _conv_bn_relu(x, channels, 3, f"head{s}")
+  # float32 logits and soft-argmax under bfloat16 training: a softmax over 256+ cells and
+  # sub-cell coordinates need more than bfloat16's 8 significant bits.
+  logits = keras.layers.Conv2D(num_joints, 1, name="heatmaps", dtype="float32")(x)
+  return SoftArgmax(name="joints", dtype="float32")(logits)
+
+
+def fc(x, num_joints: int, fc_units: int, dropout: float,
+       mean_pose: Optional[np.ndarray]) -> keras.KerasTensor:
+  """Flatten -> Dense(fc_units) -> linear 2K starting at the mean pose (zero kernel)."""
+  x = keras.layers.Flatten(name="flatten")(x)
+  x = keras.layers.Dense(fc_units, activation="relu", name="fc6")(x)
+  if dropout > 0:
+    x = keras.layers.Dropout(dropout, name="drop6")(x)
+  bias = np.zeros(2 * num_joints, np.float32) if mean_pose is None else np.asarray(
+      mean_pose, np.float32).reshape(2 * num_joints)
+  out = keras.layers.Dense(2 * num_joints, kernel_initializer="zeros",
+                           bias_initializer=keras.initializers.Constant(bias), name="fc8",
+                           dtype="float32")(x)
+  return keras.layers.Reshape((num_joints, 2), name="joints", dtype="float32")(out)
