@@ -47,9 +47,54 @@ def define_train_flags() -> None:
   d.DEFINE_float("sigma", 2.0, "Refinement box side in torso diameters (FLIC 1.0, LSP 2.0).")
   d.DEFINE_integer("draws", 40, "Refinement crops drawn per training image per visit (the "
                    "paper: 40 per joint).")
-  d.DEFINE_float("translate", 0.05, "Stage-1 box jitter: max centre shift, fraction of size.")
-  d.DEFINE_list("scale", ["0.9", "1.1"], "Box scale jitter range min,max.")
+  d.DEFINE_float("translate", 0.15, "Training box jitter: max centre shift, fraction of size "
+                 "(the paper-style light jitter: 0.05).")
+  d.DEFINE_list("scale", ["0.7", "1.3"], "Box scale jitter range min,max (paper-style: "
+                "0.9,1.1).")
+  d.DEFINE_float("rotate", 30.0, "Max random rotation in degrees (uniform in +-rotate); 0 "
+                 "turns it off (the paper). Shift, scale, rotation and flip are one affine "
+                 "warp per crop; joints are mapped by the same transform.")
   d.DEFINE_boolean("flip", True, "Random left/right mirroring with joint relabelling.")
+  d.DEFINE_float("brightness", 0.2, "Colour jitter: max brightness change, fraction of the "
+                 "0-255 range (0 = off).")
+  d.DEFINE_float("contrast", 0.3, "Colour jitter: contrast factor in [1-c, 1+c] (0 = off).")
+  d.DEFINE_float("saturation", 0.3, "Colour jitter: saturation factor in [1-s, 1+s] "
+                 "(0 = off).")
+  d.DEFINE_integer("cache_max_side", 320, "Keep the decoded training images in memory, "
+                   "shrunk to at most this many pixels on the longer side, instead of "
+                   "decoding every JPEG on every visit; 0 keeps full size, -1 turns the "
+                   "cache off (for splits that do not fit in memory).")
+  d.DEFINE_enum("backbone", "alexnet", ["alexnet", "resnet", "mobilenetv2"], "alexnet: the "
+                "paper's; resnet: a small ResNet that trains from scratch on a CPU; "
+                "mobilenetv2: keras.applications' (see --backbone_weights).")
+  d.DEFINE_enum("head", "fc", ["fc", "integral"], "fc: the paper's fully connected "
+                "regressor; integral: K heatmaps decoded by soft-argmax (DSNT / integral "
+                "regression), fully convolutional.")
+  d.DEFINE_integer("heatmap_stride", 8, "Integral head: heatmap cell size in input pixels "
+                   "(4 or 8).")
+  d.DEFINE_integer("head_channels", 128, "Integral head: channels of its fusion layers.")
+  d.DEFINE_string("backbone_weights", None, "mobilenetv2 only: 'imagenet' (needs a download) "
+                  "or the path of a weights file of keras.applications.MobileNetV2("
+                  "include_top=False) with alpha = --width.")
+  d.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "Training compute dtype. "
+                "bfloat16 is Keras mixed precision (float32 variables; output layers float32); "
+                "saved and exported models are float32 either way.")
+  d.DEFINE_enum("loss", "l2", ["l2", "l1", "smooth_l1"], "Coordinate loss on box-normalized "
+                "joints, summed over annotated joints (l2: the paper).")
+  d.DEFINE_float("heatmap_loss_weight", 0.0, "Integral head: weight of the heatmap "
+                 "cross-entropy against a Gaussian at the target (DSNT-style "
+                 "regularizer); 0 = coordinate loss only.")
+  d.DEFINE_float("heatmap_sigma", 1.0, "Std of that Gaussian, in heatmap cells.")
+  d.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine", "step"], "Learning rate "
+                "after warm-up: constant, cosine decay to 0 over the stage, or x0.1 at 70% "
+                "and 90% of it.")
+  d.DEFINE_integer("warmup_steps", 0, "Linear learning-rate warm-up steps at the start of "
+                   "each stage.")
+  d.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (AdamW with --optimizer=adam).")
+  d.DEFINE_integer("curve_every", 0, "Every this many steps, score the stage on the first "
+                   "--curve_images images of the held-out split (PCP, PDJ) and write them "
+                   "to WORKDIR/curves.json, curves.png and TensorBoard (0 = off).")
+  d.DEFINE_integer("curve_images", 200, "Held-out images for the learning curves.")
   d.DEFINE_integer("seed", 0, "Seed for data generation, shuffling and augmentation.")
   d.DEFINE_enum("strategy", "mirrored", ["mirrored", "multi_worker"], "mirrored: one "
                 "process over its GPUs or --cpu_replicas CPU devices. multi_worker: one process "
@@ -99,6 +144,16 @@ class Settings:
   skeleton: str
   verbose: Optional[int] = None
   init_weights: Optional[str] = None
+  loss: str = "l2"
+  heatmap_loss_weight: float = 0.0
+  heatmap_sigma: float = 1.0
+  lr_schedule: str = "constant"
+  warmup_steps: int = 0
+  weight_decay: float = 0.0
+  cache_max_side: Optional[int] = None
+  curve_every: int = 0
+  curve_images: int = 200
+  eval_split: Optional[str] = None
 
   def steps_for(self, stage: int) -> int:
     return self.steps[min(stage, len(self.steps)) - 1]
@@ -120,14 +175,31 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
     raise ValueError(f"--scale must be min,max with 0 < min <= max, got {f.scale}")
   if f.stage is not None and not 1 <= f.stage <= f.num_stages:
     raise ValueError(f"--stage={f.stage} is outside 1..--num_stages={f.num_stages}")
+  if f.heatmap_loss_weight < 0:
+    raise ValueError(f"--heatmap_loss_weight must be >= 0, got {f.heatmap_loss_weight}")
+  if f.heatmap_loss_weight > 0 and f.head != "integral":
+    raise ValueError("--heatmap_loss_weight needs --head=integral (the fc head has no heatmaps)")
+  if f.warmup_steps < 0:
+    raise ValueError(f"--warmup_steps must be >= 0, got {f.warmup_steps}")
+  if f.curve_every < 0 or f.curve_images < 1:
+    raise ValueError(f"--curve_every must be >= 0 and --curve_images >= 1, got "
+                     f"{f.curve_every} and {f.curve_images}")
   if f.init_weights and not os.path.isfile(f.init_weights):
     raise ValueError(f"--init_weights={f.init_weights}: no such file")
   return Settings(
       data_dir=data_dir, train_split="train",
       model=ModelConfig(num_joints=skeleton.num_joints, input_size=f.input_size,
                         width=f.width, fc_units=f.fc_units, dropout=f.dropout, norm=f.norm,
-                        output_init=f.output_init),
-      augment=AugmentConfig(translate=f.translate, scale=scale, flip=f.flip),
+                        output_init=f.output_init, backbone=f.backbone, head=f.head,
+                        heatmap_stride=f.heatmap_stride, head_channels=f.head_channels,
+                        backbone_weights=f.backbone_weights, precision=f.precision),
+      augment=AugmentConfig(translate=f.translate, scale=scale, flip=f.flip, rotate=f.rotate,
+                            brightness=f.brightness, contrast=f.contrast,
+                            saturation=f.saturation),
+      loss=f.loss, heatmap_loss_weight=f.heatmap_loss_weight, heatmap_sigma=f.heatmap_sigma,
+      lr_schedule=f.lr_schedule, warmup_steps=f.warmup_steps, weight_decay=f.weight_decay,
+      cache_max_side=None if f.cache_max_side < 0 else f.cache_max_side,
+      curve_every=f.curve_every, curve_images=f.curve_images,
       steps=steps, batch_size=f.batch_size, learning_rate=f.learning_rate,
       optimizer=f.optimizer, sigma=f.sigma, draws=f.draws, seed=f.seed,
       checkpoint_every=f.checkpoint_every, stats_images=f.stats_images,

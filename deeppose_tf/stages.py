@@ -22,7 +22,7 @@ import shutil
 import numpy as np
 from absl import logging
 
-from deeppose_tf import atomic, cascade, pipeline, predict, trainer
+from deeppose_tf import atomic, cascade, curves, pipeline, predict, trainer
 from deeppose_tf import model as model_lib
 from deeppose_tf.flags import Settings
 from deeppose_tf.skeleton import get_skeleton
@@ -81,12 +81,19 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
   every = min(settings.checkpoint_every, steps)
   fit = trainer.FitConfig(steps=steps, learning_rate=settings.learning_rate,
                           optimizer=settings.optimizer, checkpoint_every=every,
-                          verbose=settings.verbose)
+                          verbose=settings.verbose, loss=settings.loss,
+                          heatmap_loss_weight=settings.heatmap_loss_weight,
+                          heatmap_sigma=settings.heatmap_sigma,
+                          lr_schedule=settings.lr_schedule,
+                          warmup_steps=min(settings.warmup_steps, steps - 1),
+                          weight_decay=settings.weight_decay)
   logging.info("stage %d: %d steps at global batch %d (%s)", stage, steps,
                settings.batch_size, "images" if stage == 1 else "joint crops")
 
   pretrained = (model_lib.pretrained_weights(settings.init_weights)
                 if settings.init_weights else None)
+
+  nets = {}
 
   def build():
     net = model_lib.build_regressor(settings.model, bias, name=f"stage{stage}")
@@ -95,18 +102,41 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
       copied, skipped = model_lib.assign_by_name(net, pretrained)
       logging.info("stage %d starts from %s: copied %s; kept the initialization of %s",
                    stage, settings.init_weights, copied, skipped or "none")
-    return net
+    nets["net"] = net
+    # The heatmap loss needs the heatmap logits as a second output (same variables).
+    return model_lib.training_model(net) if settings.heatmap_loss_weight > 0 else net
+
+  def curve_callbacks(start_step):
+    if not settings.curve_every or not settings.eval_split:
+      return []
+    prev = (cascade.Cascade.load(workdir, num_stages=stage - 1).stages if stage > 1 else [])
+    evaluator = curves.make_val_evaluator(
+        prev, skeleton, settings.sigma, settings.model.input_size, settings.data_dir,
+        settings.eval_split, settings.curve_images)
+    json_path = os.path.join(workdir, "curves.json")
+    return [curves.ValCurve(lambda _model: evaluator(nets["net"]), settings.curve_every,
+                            stage, json_path, os.path.join(workdir, "logs", f"stage{stage}",
+                                                           "curves"),
+                            initial_step=start_step, batch_size=settings.batch_size,
+                            minutes_offset=curves.last_minutes(json_path, stage - 1)
+                            if stage > 1 else 0.0)]
 
   def dataset(start_step):
     return pipeline.train_dataset(
         settings.data_dir, settings.train_split, skeleton, settings.model.input_size,
         settings.batch_size, settings.seed + 1000 * stage, settings.augment, refine,
-        start_index=start_step * settings.batch_size)
+        start_index=start_step * settings.batch_size, cache_max_side=settings.cache_max_side)
 
   sdir = cascade.stage_dir(workdir, stage)
   os.makedirs(sdir, exist_ok=True)
-  model, _ = trainer.fit_stage(strategy, build, dataset, os.path.join(sdir, "ckpt"), fit,
-                               log_dir=os.path.join(workdir, "logs", f"stage{stage}"))
+  trainer.fit_stage(strategy, build, dataset, os.path.join(sdir, "ckpt"), fit,
+                    log_dir=os.path.join(workdir, "logs", f"stage{stage}"),
+                    extra_callbacks=curve_callbacks)
+  # Saved float32 whatever the training precision: export and TFLite see a float32 graph.
+  model = model_lib.with_precision(nets["net"], "float32")
+  if chief and settings.curve_every:
+    curves.plot_curves(os.path.join(workdir, "curves.json"),
+                       os.path.join(workdir, "curves.png"))
   model_path = cascade.model_path(workdir, stage)
   if chief:
     cascade.save_model(model, model_path)

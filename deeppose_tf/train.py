@@ -43,6 +43,7 @@ def main(argv):
   splits = prepare.SPLITS[FLAGS.dataset]
   skeleton = get_skeleton(FLAGS.dataset)
   settings = dp_flags.stage_settings(FLAGS, skeleton, data_dir)
+  settings.eval_split = splits[1]
   if chief:
     os.makedirs(workdir, exist_ok=True)
     atomic.write_text(os.path.join(workdir, "flags.txt"), FLAGS.flags_into_string())

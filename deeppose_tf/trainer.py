@@ -231,6 +231,27 @@ class FitConfig:
   checkpoint_every: int = 200
   keep_checkpoints: int = 2
   verbose: Optional[int] = None
+  loss: str = "l2"
+  heatmap_loss_weight: float = 0.0
+  heatmap_sigma: float = 1.0
+  lr_schedule: str = "constant"
+  warmup_steps: int = 0
+  weight_decay: float = 0.0
+
+  def compile_args(self, model: keras.Model) -> dict:
+    """optimizer, loss and loss_weights for `model` (a model_lib.training_model: dict
+    outputs {"joints", "heatmaps"} get the heatmap loss too, weighted)."""
+    lr = self.learning_rate
+    if self.lr_schedule != "constant" or self.warmup_steps:
+      lr = model_lib.WarmupSchedule(self.learning_rate, self.steps, self.warmup_steps,
+                                    self.lr_schedule)
+    optimizer = model_lib.make_optimizer(self.optimizer, lr, self.weight_decay)
+    coords = model_lib.coordinate_loss(self.loss)
+    if isinstance(model.output, dict):
+      return {"optimizer": optimizer,
+              "loss": {"joints": coords, "heatmaps": model_lib.heatmap_loss(self.heatmap_sigma)},
+              "loss_weights": {"joints": 1.0, "heatmaps": self.heatmap_loss_weight}}
+    return {"optimizer": optimizer, "loss": coords}
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -308,11 +329,15 @@ def checkpoint_interval(steps: int, every: int) -> int:
 
 def fit_stage(strategy: tf.distribute.Strategy, build_model: Callable[[], keras.Model],
               make_dataset: Callable[[int], tf.data.Dataset], ckpt_dir: str, config: FitConfig,
-              log_dir: Optional[str] = None) -> tuple:
+              log_dir: Optional[str] = None,
+              extra_callbacks: Optional[Callable[[int], list]] = None) -> tuple:
   """Trains one stage to `config.steps` steps, resuming from `ckpt_dir`.
 
   build_model: called inside the strategy scope. make_dataset(start_step) -> a dataset of
   global batches (crops, targets); start_step lets it move its seeds past what was seen.
+  A model with dict outputs {"joints", "heatmaps"} (model_lib.training_model) is trained on
+  the dataset's targets for both. extra_callbacks(start_step) -> more Keras callbacks
+  (the learning curves), added on the chief.
   Returns (model, history dict of per-epoch losses).
 
   Multi-worker: every worker builds the same dataset of global batches and keeps its slice
@@ -324,8 +349,9 @@ def fit_stage(strategy: tf.distribute.Strategy, build_model: Callable[[], keras.
   multi = num_workers(strategy) > 1
   with strategy.scope():
     model = build_model()
-    optimizer = model_lib.make_optimizer(config.optimizer, config.learning_rate)
-    model.compile(optimizer=optimizer, loss=model_lib.masked_l2_loss)
+    args = config.compile_args(model)
+    optimizer = args["optimizer"]
+    model.compile(**args)
     optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
   # Every worker resumes from the chief's checkpoints (reading writes nothing).
@@ -349,7 +375,11 @@ def fit_stage(strategy: tf.distribute.Strategy, build_model: Callable[[], keras.
   if log_dir and chief:
     callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, update_freq=50,
                                                  write_graph=False))
+  if extra_callbacks is not None and chief:
+    callbacks.extend(extra_callbacks(step))
   dataset = make_dataset(step)
+  if isinstance(model.output, dict):
+    dataset = dataset.map(lambda x, y: (x, {"joints": y, "heatmaps": y}))
   if multi:
     # The default (AUTO) would give each worker other files than one process reads; DATA
     # keeps the global batches and hands worker i the i-th slice of each.
