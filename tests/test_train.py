@@ -32,6 +32,7 @@ def test_small_network_reproduces_distinct_poses_not_their_mean(norm):
   With BatchNorm the inference-mode output also carries the lag of the moving statistics
   over a 4-image 'dataset', so there the fitted function itself (batch statistics) must be
   near-exact and inference mode clearly better than the mean."""
+  keras.utils.set_random_seed(0)  # the BatchNorm inference bound below is init-sensitive
   rng = np.random.RandomState(0)
   size, k = 72, LSP14.num_joints
   poses = rng.uniform(-0.4, 0.4, (4, k, 2)).astype(np.float32)
