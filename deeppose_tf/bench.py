@@ -2,16 +2,28 @@
 
   python -m deeppose_tf.bench [--only=peak,pipeline,train,e2e,infer,quant] [--json=FILE]
       [--data_dir=DIR] [--input_size=220] [--width=1.0] [--fc_units=4096]
-      [--batch_size=32] [--draws=40] [--stages=3] [--infer_batches=1,8,32] [--tflite]
+      [--backbone=alexnet] [--head=fc] [--heatmap_stride=8] [--head_channels=128]
+      [--loss=l2] [--heatmap_loss_weight=0] [--precision=float32] [--augment=recipe]
+      [--cache_max_side=320] [--batch_size=32] [--draws=40] [--stages=3] [--infer_batches=1,8,32] [--tflite]
       [--workdir=TRAINED --eval_split=test --eval_limit=N]
 
 Every figure is measured in the same run as the machine's fp32 matmul rate, so it is also
 reported as a fraction of that peak (absolute times on shared machines drift). Inference
 times are reported against the FLOPs bound: the cascade's convolution and dense FLOPs
 (forward_flops x (1 + (S - 1) K) per image) at the measured matmul rate ("x_flops_bound").
-  train     the stage-1 regressor's Keras train step on in-memory tensors (forward +
-            backward counted as 3 x forward FLOPs, as a fraction of the matmul rate);
-  pipeline  tf.data throughput of the stage-1 and refinement pipelines alone;
+Every section uses the network of --backbone/--head/--heatmap_stride/--head_channels (and
+--input_size/--width/--fc_units); the training sections (train, e2e) train it as the trainer
+does: model_lib.training_model when --heatmap_loss_weight > 0, trainer.FitConfig's compile
+args (Adam 1e-4, --loss, the weighted heatmap loss).
+  train     the stage-1 regressor's Keras train step on in-memory tensors in both training
+            precisions, float32 and bfloat16 (Keras mixed_bfloat16), on the same batch and
+            the same model otherwise, measured alternately (fp32, bf16, fp32, bf16) so drift
+            on a shared machine hits both; each precision's rate is the batch over the
+            median of its pooled step times, reported against its own measured matmul
+            peak (forward + backward counted as 3 x forward FLOPs: fp32 against the fp32
+            matmul rate, bf16 against the bfloat16 matmul rate), and bf16 / fp32;
+  pipeline  tf.data throughput of the stage-1 and refinement pipelines alone (--augment's
+            augmentation, images from the --cache_max_side in-memory cache as in training);
   e2e       training through the real pipeline against training on in-memory tensors, in
             the same process and alternating, for stage 1 and a refinement stage;
   infer     cascade latency and throughput (Keras, SavedModel, bfloat16 Keras and
@@ -26,6 +38,7 @@ stage networks on random 2 x input_size square uint8 images with the full-image 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -65,12 +78,30 @@ def matmul_peak(n: int = 2048, min_time: float = 3.0, dtype: str = "float32"
   return {"matmul_n": n, "matmul_gflops": 2 * n ** 3 / sec / 1e9}
 
 
+# What the pipeline and e2e sections feed: the flags' training recipe ("recipe": rotation,
+# scale, shift, flips and colour jitter, as experiments/lspet.flags) or the paper's jitter.
+AUGMENTS = ("recipe", "paper")
+
+
+def augment_config(name: str):
+  from deeppose_tf import pipeline
+  if name == "recipe":
+    return pipeline.AugmentConfig(translate=0.15, scale=(0.7, 1.3), flip=True, rotate=30.0,
+                                  brightness=0.2, contrast=0.3, saturation=0.3)
+  if name == "paper":
+    return pipeline.AugmentConfig()
+  raise ValueError(f"augment must be one of {AUGMENTS}, got {name!r}")
+
+
 def pipeline_throughput(data_dir: str, skeleton, input_size: int, batch_size: int,
-                        refine: dict = None, batches: int = 30) -> float:
-  """Examples (images for stage 1, crops for refinement) per second out of tf.data."""
+                        refine: dict = None, batches: int = 30, augment: str = "recipe",
+                        cache_max_side: Optional[int] = 320) -> float:
+  """Examples (images for stage 1, crops for refinement) per second out of tf.data (after
+  the in-memory cache is filled when cache_max_side is not None)."""
   from deeppose_tf import pipeline
   ds = pipeline.train_dataset(data_dir, "train", skeleton, input_size, batch_size, seed=0,
-                              refine=refine)
+                              refine=refine, augment=augment_config(augment),
+                              cache_max_side=cache_max_side)
   it = iter(ds)
   for _ in range(3):
     next(it)
@@ -80,21 +111,87 @@ def pipeline_throughput(data_dir: str, skeleton, input_size: int, batch_size: in
   return batches * batch_size / (time.perf_counter() - t)
 
 
-def train_step_throughput(config, batch_size: int, steps: int = 10, warmup: int = 3) -> float:
-  """Images per second of the Keras train step on in-memory tensors (no strategy: the
-  network's own rate)."""
-  import tensorflow as tf
+def compiled_training_model(config, loss: str = "l2", heatmap_loss_weight: float = 0.0):
+  """The stage-1 regressor of `config` as the trainer trains it: model_lib.training_model
+  when heatmap_loss_weight > 0 (the heatmap logits as a second output), compiled with
+  trainer.FitConfig's compile args (Adam 1e-4, `loss`, the weighted heatmap loss). Call
+  inside a strategy's scope to build under it."""
   from deeppose_tf import model as model_lib, trainer
   net = model_lib.build_regressor(config)
-  net.compile(model_lib.make_optimizer("adam", 1e-4), model_lib.masked_l2_loss)
+  if heatmap_loss_weight > 0:
+    net = model_lib.training_model(net)
+  fit = trainer.FitConfig(steps=1, loss=loss, heatmap_loss_weight=heatmap_loss_weight)
+  net.compile(**fit.compile_args(net))
+  return net
+
+
+def training_setup(config, batch_size: int, loss: str = "l2",
+                   heatmap_loss_weight: float = 0.0, seed: int = 0):
+  """(compiled_training_model, an in-memory dataset repeating one random batch with the
+  targets as the trainer feeds them). The batch is drawn from `seed`: calls with the same
+  sizes get the same batch."""
+  import tensorflow as tf
+  net = compiled_training_model(config, loss, heatmap_loss_weight)
   s, k = config.input_size, config.num_joints
-  x = tf.random.uniform([batch_size, s, s, 3], 0, 255)
-  y = tf.concat([tf.random.uniform([batch_size, k, 2], -0.5, 0.5), tf.ones([batch_size, k, 1])],
-                -1)
-  ds = tf.data.Dataset.from_tensors((x, y)).repeat()
+  gen = tf.random.Generator.from_seed(seed)
+  x = gen.uniform([batch_size, s, s, 3], 0, 255)
+  y = tf.concat([gen.uniform([batch_size, k, 2], -0.5, 0.5), tf.ones([batch_size, k, 1])], -1)
+  return net, _targets_for(net, tf.data.Dataset.from_tensors((x, y)).repeat())
+
+
+def _targets_for(net, dataset):
+  """`dataset` of (x, y) as the trainer feeds `net`: y for both outputs of a dict model."""
+  if isinstance(net.output, dict):
+    return dataset.map(lambda x, y: (x, {"joints": y, "heatmaps": y}))
+  return dataset
+
+
+def train_step_throughput(config, batch_size: int, steps: int = 10, warmup: int = 3,
+                          loss: str = "l2", heatmap_loss_weight: float = 0.0) -> float:
+  """Images per second of the Keras train step on in-memory tensors (no strategy: the
+  network's own rate), in config.precision."""
+  from deeppose_tf import trainer
+  net, ds = training_setup(config, batch_size, loss, heatmap_loss_weight)
   # The NaN guard reads every step's loss, as in training: each step ends synchronized.
   step_times = _fit_step_times(net, ds, steps, warmup, [trainer.NanGuard(0)])
   return batch_size * len(step_times) / float(step_times.sum())
+
+
+def precision_setups(config, batch_size: int, loss: str = "l2",
+                     heatmap_loss_weight: float = 0.0) -> dict:
+  """{"float32": training_setup, "bfloat16": training_setup}: the config with precision
+  'float32' / 'bfloat16', otherwise the same model with the same initial weights, on the
+  same batch."""
+  import dataclasses
+  import keras
+  setups = {}
+  for precision in ("float32", "bfloat16"):
+    keras.utils.set_random_seed(0)
+    setups[precision] = training_setup(dataclasses.replace(config, precision=precision),
+                                       batch_size, loss, heatmap_loss_weight)
+  # mixed_bfloat16 keeps float32 variables: the bf16 model starts from the fp32 weights.
+  setups["bfloat16"][0].set_weights(setups["float32"][0].get_weights())
+  return setups
+
+
+def train_step_precisions(config, batch_size: int, loss: str = "l2",
+                          heatmap_loss_weight: float = 0.0, steps: int = 10, warmup: int = 3,
+                          rounds: int = 2) -> dict:
+  """Images per second of the Keras train step in float32 and in bfloat16 (precision_setups).
+  Rounds alternate (fp32, bf16, fp32, ...) so drift on a shared machine hits both; each
+  rate is the batch over the median step time of its rounds' pooled steps. Returns
+  {"float32": rate, "bfloat16": rate, "steps_timed": per precision}."""
+  from deeppose_tf import trainer
+  setups = precision_setups(config, batch_size, loss, heatmap_loss_weight)
+  times = {precision: [] for precision in setups}
+  for _ in range(rounds):
+    for precision, (net, ds) in setups.items():
+      # The NaN guard reads every step's loss, as in training: each step ends synchronized.
+      times[precision].extend(
+          _fit_step_times(net, ds, steps, warmup, [trainer.NanGuard(0)]).tolist())
+  out = {p: batch_size / float(np.median(t)) for p, t in times.items()}
+  out["steps_timed"] = len(times["float32"])
+  return out
 
 
 def _fit_step_times(net, dataset, steps: int, warmup: int, callbacks) -> np.ndarray:
@@ -117,11 +214,14 @@ def _fit_step_times(net, dataset, steps: int, warmup: int, callbacks) -> np.ndar
 
 
 def end_to_end(config, data_dir: str, skeleton, batch_size: int, refine: dict = None,
-               steps: int = 10, warmup: int = 3, rounds: int = 3) -> dict:
+               steps: int = 10, warmup: int = 3, rounds: int = 3, loss: str = "l2",
+               heatmap_loss_weight: float = 0.0, augment: str = "recipe",
+               cache_max_side: Optional[int] = 320) -> dict:
   """Training through the real pipeline against the same training on in-memory tensors.
 
-  Both use what `trainer.fit_stage` uses: the MirroredStrategy (one CPU device), the model
-  and optimizer, Keras fit and the NaN guard, which reads the loss every step, so each step
+  Both use what `trainer.fit_stage` uses: the MirroredStrategy (one CPU device), the
+  training model and compile args (compiled_training_model), Keras fit
+  and the NaN guard, which reads the loss every step, so each step
   ends synchronized and its time is its own. The in-memory dataset repeats one batch of the
   real pipeline, so shapes and values match. Rounds alternate (memory, pipeline, memory,
   ...) so drift on a shared machine hits both, and each rate is the batch over the median
@@ -130,14 +230,15 @@ def end_to_end(config, data_dir: str, skeleton, batch_size: int, refine: dict = 
   both and their ratio.
   """
   import tensorflow as tf
-  from deeppose_tf import model as model_lib, pipeline, trainer
+  from deeppose_tf import pipeline, trainer
   strategy = trainer.make_strategy(1)
   with strategy.scope():
-    net = model_lib.build_regressor(config)
-    net.compile(model_lib.make_optimizer("adam", 1e-4), model_lib.masked_l2_loss)
+    net = compiled_training_model(config, loss, heatmap_loss_weight)
   real = pipeline.train_dataset(data_dir, "train", skeleton, config.input_size, batch_size,
-                                seed=0, refine=refine)
-  memory = tf.data.Dataset.from_tensors(next(iter(real))).repeat()
+                                seed=0, refine=refine, augment=augment_config(augment),
+                                cache_max_side=cache_max_side)
+  memory = _targets_for(net, tf.data.Dataset.from_tensors(next(iter(real))).repeat())
+  real = _targets_for(net, real)
   callbacks = [trainer.NanGuard(0)]
   times = {"in_memory": [], "pipeline": []}
   for _ in range(rounds):
@@ -461,8 +562,17 @@ def run(only: Sequence[str], input_size: int = 220, width: float = 1.0, fc_units
         batch_size: int = 32, draws: int = 40, data_dir: str = None, stages: int = 3,
         infer_batches: Sequence[int] = (1, 8, 32), tflite: bool = True,
         min_time: float = 3.0, matmul_n: int = 2048, workdir: str = None,
-        eval_split: str = "test", eval_limit: int = None) -> Tuple[dict, List[Row]]:
-  """Runs the selected benchmarks (the peak always); returns the JSON dict and table rows."""
+        eval_split: str = "test", eval_limit: int = None, backbone: str = "alexnet",
+        head: str = "fc", heatmap_stride: int = 8, head_channels: int = 128,
+        loss: str = "l2", heatmap_loss_weight: float = 0.0,
+        train_rounds: int = 2, precision: str = "float32", augment: str = "recipe",
+        cache_max_side: Optional[int] = 320) -> Tuple[dict, List[Row]]:
+  """Runs the selected benchmarks (the peak always); returns the JSON dict and table rows.
+  backbone, head, heatmap_stride, head_channels: the network of every section
+  (model_lib.ModelConfig); loss, heatmap_loss_weight: how train and e2e train it
+  (trainer.FitConfig); train_rounds: alternating fp32/bf16 rounds of the train section;
+  precision: the training precision of the e2e section; augment, cache_max_side: what the
+  pipeline and e2e sections feed (pipeline.train_dataset)."""
   import tensorflow as tf
   from deeppose_tf import model as model_lib
   from deeppose_tf.skeleton import LSP14
@@ -472,32 +582,60 @@ def run(only: Sequence[str], input_size: int = 220, width: float = 1.0, fc_units
     raise ValueError(f"unknown benchmarks {sorted(unknown)}; choose from {BENCHMARKS}")
   if "quant" in only and not workdir:
     raise ValueError("the quant benchmark measures a trained cascade: pass --workdir")
+  if heatmap_loss_weight < 0:
+    raise ValueError(f"heatmap_loss_weight must be >= 0, got {heatmap_loss_weight}")
+  if heatmap_loss_weight > 0 and head != "integral":
+    raise ValueError("heatmap_loss_weight > 0 needs head='integral' (the heatmap loss "
+                     "trains the integral head's heatmaps)")
   result: Dict[str, object] = {"tensorflow": tf.__version__, "cpus": os.cpu_count()}
   peak = matmul_peak(matmul_n, min_time)
   result.update(peak)
   gflops = peak["matmul_gflops"]
   config = model_lib.ModelConfig(num_joints=14, input_size=input_size, width=width,
-                                 fc_units=fc_units)
+                                 fc_units=fc_units, backbone=backbone, head=head,
+                                 heatmap_stride=heatmap_stride, head_channels=head_channels)
   fwd = model_lib.forward_flops(model_lib.build_regressor(config))
   result["model"] = {"input_size": config.input_size, "width": config.width,
-                     "fc_units": config.fc_units, "forward_gflops_per_crop": fwd / 1e9,
+                     "fc_units": config.fc_units, "backbone": config.backbone,
+                     "head": config.head, "heatmap_stride": config.heatmap_stride,
+                     "head_channels": config.head_channels,
+                     "forward_gflops_per_crop": fwd / 1e9,
                      "cascade_gflops_per_image_3_stages_14_joints": fwd * (1 + 2 * 14) / 1e9}
+  if only & {"train", "e2e"}:
+    result["training"] = {"loss": loss, "heatmap_loss_weight": heatmap_loss_weight}
   rows = [("matmul fp32", f"{gflops:.0f} GFLOP/s", "1.00")]
+  bf16_gflops = None
+  if only & {"train", "infer"}:  # measured once, for both
+    bf16_gflops = matmul_peak(matmul_n, min_time, "bfloat16")["matmul_gflops"]
+    result["matmul_bf16_gflops"] = bf16_gflops
+    rows.append(("matmul bfloat16", f"{bf16_gflops:.0f} GFLOP/s", f"{bf16_gflops / gflops:.2f}"))
   with tempfile.TemporaryDirectory() as tmp:
     if "train" in only:
-      rate = train_step_throughput(config, batch_size)
+      rates = train_step_precisions(config, batch_size, loss, heatmap_loss_weight,
+                                    rounds=train_rounds)
+      rate, bf16_rate = rates["float32"], rates["bfloat16"]
       frac = 3 * fwd * rate / 1e9 / gflops
+      bf16_frac = 3 * fwd * bf16_rate / 1e9 / bf16_gflops
       result["train_step"] = {"batch": batch_size, "images_per_s": rate,
                               "fraction_of_matmul_peak": frac}
-      rows.append((f"train step, batch {batch_size}", f"{rate:.1f} img/s", f"{frac:.2f}"))
+      result["train_step_bf16"] = {"batch": batch_size, "images_per_s": bf16_rate,
+                                   "fraction_of_bf16_matmul_peak": bf16_frac}
+      result["bf16_over_fp32_train_step"] = bf16_rate / rate
+      rows.append((f"train step fp32, batch {batch_size}", f"{rate:.1f} img/s",
+                   f"{frac:.2f} of fp32 matmul"))
+      rows.append((f"train step bfloat16, batch {batch_size}", f"{bf16_rate:.1f} img/s",
+                   f"{bf16_frac:.2f} of bf16 matmul"))
+      rows.append(("  train step bfloat16 / fp32", f"{bf16_rate / rate:.2f}x", ""))
     if only & {"pipeline", "e2e"}:
       data_dir, result["data"] = _data_dir(tmp, data_dir)
     # Refinement crops around joints displaced by N(0, 0.2 I) joint-box sides.
     refine = {"sigma": 2.0, "mean": np.zeros((14, 2)),
               "chol": np.tile(np.eye(2) * 0.2, (14, 1, 1)), "draws": draws}
     if "pipeline" in only:
-      s1 = pipeline_throughput(data_dir, LSP14, config.input_size, batch_size)
-      s2 = pipeline_throughput(data_dir, LSP14, config.input_size, batch_size, refine)
+      s1 = pipeline_throughput(data_dir, LSP14, config.input_size, batch_size,
+                               augment=augment, cache_max_side=cache_max_side)
+      s2 = pipeline_throughput(data_dir, LSP14, config.input_size, batch_size, refine,
+                               augment=augment, cache_max_side=cache_max_side)
       result["pipeline"] = {"stage1_images_per_s": s1, "refine_crops_per_s": s2,
                             "draws": draws}
       rows.append(("pipeline stage 1", f"{s1:.0f} img/s", ""))
@@ -510,15 +648,15 @@ def run(only: Sequence[str], input_size: int = 220, width: float = 1.0, fc_units
     if "e2e" in only:
       result["e2e"] = {}
       for name, r in (("stage1", None), ("refine", refine)):
-        result["e2e"][name] = e = end_to_end(config, data_dir, LSP14, batch_size, r)
+        result["e2e"][name] = e = end_to_end(
+            dataclasses.replace(config, precision=precision), data_dir, LSP14, batch_size, r,
+            loss=loss, heatmap_loss_weight=heatmap_loss_weight, augment=augment,
+            cache_max_side=cache_max_side)
         unit = "img/s" if r is None else "crops/s"
         rows.append((f"e2e {name}: in memory -> pipeline",
                      f"{e['in_memory_per_s']:.1f} -> {e['pipeline_per_s']:.1f} {unit}",
                      f"{e['pipeline_over_in_memory']:.2f} of in-memory"))
   if "infer" in only:
-    bf16_gflops = matmul_peak(matmul_n, min_time, "bfloat16")["matmul_gflops"]
-    result["matmul_bf16_gflops"] = bf16_gflops
-    rows.append(("matmul bfloat16", f"{bf16_gflops:.0f} GFLOP/s", f"{bf16_gflops / gflops:.2f}"))
     result["infer"], infer_rows = infer_benchmark(
         config, gflops, bf16_gflops, stages, infer_batches, tflite, min_time,
         peak_now=lambda: matmul_peak(matmul_n, min(min_time, 1.5))["matmul_gflops"])
@@ -550,7 +688,12 @@ def main(argv):
                      FLAGS.batch_size, FLAGS.draws, FLAGS.data_dir, FLAGS.stages,
                      [int(b) for b in FLAGS.infer_batches], FLAGS.tflite,
                      workdir=FLAGS.workdir, eval_split=FLAGS.eval_split,
-                     eval_limit=FLAGS.eval_limit or None)
+                     eval_limit=FLAGS.eval_limit or None, backbone=FLAGS.backbone,
+                     head=FLAGS.head, heatmap_stride=FLAGS.heatmap_stride,
+                     head_channels=FLAGS.head_channels, loss=FLAGS.loss,
+                     heatmap_loss_weight=FLAGS.heatmap_loss_weight,
+                     precision=FLAGS.precision, augment=FLAGS.augment,
+                     cache_max_side=None if FLAGS.cache_max_side < 0 else FLAGS.cache_max_side)
   print(format_table(rows))
   if FLAGS.json:
     from deeppose_tf import atomic
@@ -560,7 +703,9 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.DEFINE_list("only", ["peak", "pipeline", "train"], "Benchmarks to run, from "
-                    f"{', '.join(BENCHMARKS)} (the matmul peak always runs). e2e: training "
+                    f"{', '.join(BENCHMARKS)} (the matmul peak always runs). train: the train "
+                    "step in float32 and bfloat16, alternating, each against its own measured "
+                    "matmul peak, and bf16/fp32; e2e: training "
                     "through the pipeline against in-memory data; quant: Keras fp32/bfloat16 and "
                     "TFLite fp32/int8 accuracy of the trained cascade in --workdir.")
   flags.DEFINE_string("workdir", None, "quant: workdir of a trained cascade.")
@@ -571,6 +716,26 @@ if __name__ == "__main__":
   flags.DEFINE_integer("input_size", 220, "Network input size.")
   flags.DEFINE_float("width", 1.0, "Filter multiplier.")
   flags.DEFINE_integer("fc_units", 4096, "Fully connected units.")
+  flags.DEFINE_enum("backbone", "alexnet", ["alexnet", "resnet", "mobilenetv2"],
+                    "Network backbone of every section (model.ModelConfig.backbone).")
+  flags.DEFINE_enum("head", "fc", ["fc", "integral"], "Network head of every section: fc "
+                    "(fully connected) or integral (heatmaps + soft-argmax).")
+  flags.DEFINE_integer("heatmap_stride", 8, "Integral head: heatmap cell size in input "
+                       "pixels, 4 or 8.")
+  flags.DEFINE_integer("head_channels", 128, "Integral head: channels of its lateral and fusion "
+                       "convolutions.")
+  flags.DEFINE_enum("loss", "l2", ["l2", "l1", "smooth_l1"], "train, e2e: the coordinate "
+                    "loss (trainer.FitConfig.loss).")
+  flags.DEFINE_float("heatmap_loss_weight", 0.0, "train, e2e: weight of the heatmap "
+                     "cross-entropy (integral head; > 0 trains model.training_model with "
+                     "both outputs, as the trainer does).")
+  flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "e2e: training "
+                    "precision (the train section always measures both).")
+  flags.DEFINE_enum("augment", "recipe", list(AUGMENTS), "pipeline, e2e: the augmentation fed: "
+                    "the flags' training recipe (rotation, scale, shift, flip, colour) or the "
+                    "paper's light jitter.")
+  flags.DEFINE_integer("cache_max_side", 320, "pipeline, e2e: the in-memory image cache as "
+                       "train's --cache_max_side (-1: decode every JPEG every visit).")
   flags.DEFINE_integer("batch_size", 32, "Batch size (images or crops).")
   flags.DEFINE_integer("draws", 40, "Refinement crops per image visit.")
   flags.DEFINE_integer("stages", 3, "infer: cascade stages S (the scaling table: 1..S).")
