@@ -339,3 +339,37 @@ def test_integral_cascade_tflite_matches_saved_model(tiny_data, tmp_path):
     spread = float(np.ptp(ref["joints"].numpy()))
     assert spread > 1.0  # the heatmaps are not flat: joints differ
     np.testing.assert_allclose(out["joints_per_stage"], ref["joints_per_stage"], atol=0.05)
+
+
+@pytest.mark.slow  # one CLI training of a 2-stage cascade, about 60 s on 2 cores
+def test_train_cli_integral_bfloat16_recipe_end_to_end(tiny_data, tmp_path):
+  """The flagfiles' recipe through `python -m deeppose_tf.train`: ResNet + integral head,
+  heatmap loss, bfloat16, affine + colour augmentation, cosine schedule, cached pipeline
+  and learning curves; it evaluates, exports, and the saved stages are float32."""
+  import json
+  workdir = str(tmp_path / "run")
+  run = subprocess.run(
+      [sys.executable, "-m", "deeppose_tf.train", f"--workdir={workdir}", "--dataset=lsp",
+       f"--data_dir={tiny_data}", "--num_stages=2", "--steps_per_stage=6,4", "--batch_size=4",
+       "--input_size=48", "--backbone=resnet", "--head=integral", "--width=0.25",
+       "--head_channels=16", "--precision=bfloat16", "--loss=l1",
+       "--heatmap_loss_weight=1.0", "--lr_schedule=cosine", "--warmup_steps=2",
+       "--weight_decay=1e-4", "--learning_rate=1e-3", "--draws=2", "--checkpoint_every=3",
+       "--stats_images=8", "--curve_every=2", "--curve_images=4", "--eval_limit=4"],
+      capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=600)
+  assert run.returncode == 0, run.stderr[-4000:]
+  with open(os.path.join(workdir, "curves.json")) as f:
+    points = json.load(f)
+  assert [p["step"] for p in points["stage1"]] == [2, 4, 6]
+  assert [p["step"] for p in points["stage2"]] == [2, 4]
+  assert points["stage2"][0]["minutes"] >= points["stage1"][-1]["minutes"]
+  assert all(0.0 <= p["pdj@0.2"] <= 1.0 for p in points["stage1"])
+  with open(os.path.join(workdir, "curves.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  for s in (1, 2):
+    net = keras.models.load_model(cascade.model_path(workdir, s), compile=False)
+    assert all(layer.compute_dtype == "float32" for layer in net.layers)
+    assert net.get_layer("heatmaps") is not None
+  assert os.path.exists(os.path.join(workdir, "export", "1", "saved_model.pb"))
+  with open(os.path.join(workdir, "report.json")) as f:
+    assert json.load(f)["num_images"] == 4
