@@ -128,13 +128,26 @@ def read_config(workdir: str) -> dict:
     return json.load(f)
 
 
-def displacement_stats(pred, true, visible, skeleton: Skeleton, sigma: float) -> dict:
+def displacement_stats(pred, true, visible, skeleton: Skeleton, sigma: float,
+                       trim: float = 1.0) -> dict:
   """Per-joint mean and covariance of (pred - true) in units of the joint box side
   sigma * diam(true). pred/true: (N, K, 2) image pixels; visible (N, K).
 
-  Returns {"mean": (K, 2), "cov": (K, 2, 2), "chol": (K, 2, 2), "count": (K,)} as lists.
-  Images whose diameter joints are not annotated are left out (their box size is unknown).
+  trim < 1 fits them to the `trim` fraction of each joint's displacements with the smallest
+  norm (1.0: all, the paper). Why: the errors are heavy-tailed in box units (an image whose
+  torso is foreshortened has a tiny box, so an ordinary miss becomes tens of box sides), and
+  a Gaussian fitted to all of them is several box sides wide: most simulated training crops
+  of the next stage would then not contain their joint (measured on LSPET stage 1: median
+  error 0.31 box sides, 78% of joints inside their box, yet an untrimmed fit 1.3 box sides
+  wide). The trimmed fit simulates the errors the next stage can fix.
+
+  Returns {"mean": (K, 2), "cov": (K, 2, 2), "chol": (K, 2, 2), "count": (K,) samples
+  used, "inside": (K,) fraction of all usable samples whose joint lies inside its box, "trim"}
+  as lists. Images whose diameter joints are not annotated are left out (their box size is
+  unknown).
   """
+  if not 0.0 < trim <= 1.0:
+    raise ValueError(f"displacement trim must be in (0, 1], got {trim}")
   pred = np.asarray(pred, np.float64)
   true = np.asarray(true, np.float64)
   vis = np.asarray(visible) > 0
@@ -145,9 +158,14 @@ def displacement_stats(pred, true, visible, skeleton: Skeleton, sigma: float) ->
   mean = np.zeros((k, 2))
   cov = np.zeros((k, 2, 2))
   counts = np.zeros(k, np.int64)
+  inside = np.zeros(k)
   for j in range(k):
     sel = usable & vis[:, j] & np.all(np.isfinite(pred[:, j]), axis=-1)
     d = (pred[sel, j] - true[sel, j]) / side[sel, None]
+    inside[j] = float(np.mean(np.all(np.abs(d) <= 0.5, axis=-1))) if len(d) else 0.0
+    if trim < 1.0 and len(d):
+      norms = np.linalg.norm(d, axis=-1)
+      d = d[norms <= np.quantile(norms, trim)]
     counts[j] = len(d)
     if len(d) >= 3:
       mean[j] = d.mean(axis=0)
@@ -157,7 +175,7 @@ def displacement_stats(pred, true, visible, skeleton: Skeleton, sigma: float) ->
   # A small floor keeps the Cholesky factor defined when a joint's error is degenerate.
   chol = np.linalg.cholesky(cov + np.eye(2) * 1e-6)
   return {"mean": mean.tolist(), "cov": cov.tolist(), "chol": chol.tolist(),
-          "count": counts.tolist(), "sigma": sigma}
+          "count": counts.tolist(), "inside": inside.tolist(), "trim": trim, "sigma": sigma}
 
 
 def save_stats(workdir: str, stage: int, stats: dict) -> None:

@@ -105,6 +105,11 @@ def define_train_flags() -> None:
   d.DEFINE_integer("checkpoint_every", 200, "Steps between checkpoints.")
   d.DEFINE_integer("stats_images", 2000, "Training images used for a stage's displacement "
                    "statistics (0 = all).")
+  d.DEFINE_float("stats_trim", 0.9, "Fit a stage's displacement statistics (which simulate "
+                 "its errors for the next stage's training) to this fraction of each joint's "
+                 "displacements with the smallest norm; 1.0 uses all (the paper). The errors "
+                 "are heavy-tailed, and an untrimmed Gaussian puts most simulated crops' "
+                 "joints outside their box.")
   d.DEFINE_boolean("evaluate", True, "Evaluate the cascade on the test split at the end.")
   d.DEFINE_integer("eval_limit", 0, "Evaluate on at most this many test images (0 = all).")
   d.DEFINE_boolean("export", True, "Export the trained cascade as a TF Serving SavedModel "
@@ -154,6 +159,7 @@ class Settings:
   curve_every: int = 0
   curve_images: int = 200
   eval_split: Optional[str] = None
+  stats_trim: float = 1.0
 
   def steps_for(self, stage: int) -> int:
     return self.steps[min(stage, len(self.steps)) - 1]
@@ -179,6 +185,8 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
     raise ValueError(f"--heatmap_loss_weight must be >= 0, got {f.heatmap_loss_weight}")
   if f.heatmap_loss_weight > 0 and f.head != "integral":
     raise ValueError("--heatmap_loss_weight needs --head=integral (the fc head has no heatmaps)")
+  if not 0.0 < f.stats_trim <= 1.0:
+    raise ValueError(f"--stats_trim must be in (0, 1], got {f.stats_trim}")
   if f.warmup_steps < 0:
     raise ValueError(f"--warmup_steps must be >= 0, got {f.warmup_steps}")
   if f.curve_every < 0 or f.curve_images < 1:
@@ -199,7 +207,7 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
       loss=f.loss, heatmap_loss_weight=f.heatmap_loss_weight, heatmap_sigma=f.heatmap_sigma,
       lr_schedule=f.lr_schedule, warmup_steps=f.warmup_steps, weight_decay=f.weight_decay,
       cache_max_side=None if f.cache_max_side < 0 else f.cache_max_side,
-      curve_every=f.curve_every, curve_images=f.curve_images,
+      curve_every=f.curve_every, curve_images=f.curve_images, stats_trim=f.stats_trim,
       steps=steps, batch_size=f.batch_size, learning_rate=f.learning_rate,
       optimizer=f.optimizer, sigma=f.sigma, draws=f.draws, seed=f.seed,
       checkpoint_every=f.checkpoint_every, stats_images=f.stats_images,

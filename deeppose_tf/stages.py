@@ -166,9 +166,11 @@ def write_stats(workdir: str, stage: int, settings: Settings) -> dict:
                               limit=settings.stats_images or None, batch_size=16,
                               desc=f"stage {stage} statistics")
   stats = cascade.displacement_stats(out["poses"][:, -1], out["joints"], out["visible"],
-                                     skeleton, settings.sigma)
+                                     skeleton, settings.sigma, settings.stats_trim)
   cascade.save_stats(workdir, stage, stats)
   spread = np.sqrt(np.trace(np.asarray(stats["cov"]), axis1=1, axis2=2))
-  logging.info("stage %d displacement (box sides): |mean| %.3f, spread %.3f (avg over joints)",
-               stage, float(np.linalg.norm(stats["mean"], axis=-1).mean()), float(spread.mean()))
+  logging.info("stage %d displacement (box sides, fitted to the %.0f%% smallest): |mean| %.3f, "
+               "spread %.3f; joints inside their box: %.0f%% (avg over joints)", stage,
+               100 * settings.stats_trim, float(np.linalg.norm(stats["mean"], axis=-1).mean()),
+               float(spread.mean()), 100 * float(np.mean(stats["inside"])))
   return stats

@@ -373,3 +373,26 @@ def test_train_cli_integral_bfloat16_recipe_end_to_end(tiny_data, tmp_path):
   assert os.path.exists(os.path.join(workdir, "export", "1", "saved_model.pb"))
   with open(os.path.join(workdir, "report.json")) as f:
     assert json.load(f)["num_images"] == 4
+
+
+def test_trimmed_displacement_stats_ignore_the_heavy_tail():
+  """A few huge misses (tiny torso boxes) must not widen the simulated error distribution:
+  trim=0.9 recovers the bulk's spread, trim=1.0 (the paper) is the plain Gaussian fit."""
+  rng = np.random.RandomState(0)
+  n = 200
+  true = np.zeros((n, 14, 2))
+  true[:, 9] = [0.0, 0.0]     # left shoulder
+  true[:, 2] = [30.0, 40.0]   # right hip: diameter 50 px, box side 100 px at sigma 2
+  true += rng.uniform(0, 5, (n, 1, 2))
+  pred = true + rng.normal(0, 10.0, (n, 14, 2))  # 0.1 box sides per axis
+  pred[:8] += 5000.0                             # 4% wild misses: 50 box sides
+  vis = np.ones((n, 14))
+  trimmed = cascade.displacement_stats(pred, true, vis, LSP14, 2.0, trim=0.9)
+  plain = cascade.displacement_stats(pred, true, vis, LSP14, 2.0)
+  std = np.sqrt(np.diagonal(np.asarray(trimmed["cov"]), axis1=1, axis2=2))
+  assert np.all((std > 0.06) & (std < 0.11)), std
+  assert np.all(np.sqrt(np.diagonal(np.asarray(plain["cov"]), axis1=1, axis2=2)) > 5)
+  assert trimmed["count"][0] == 180 and plain["count"][0] == 200
+  assert 0.9 < trimmed["inside"][0] <= 0.97
+  with pytest.raises(ValueError, match="trim"):
+    cascade.displacement_stats(pred, true, vis, LSP14, 2.0, trim=0.0)
