@@ -110,13 +110,19 @@ def define_train_flags() -> None:
                  "displacements with the smallest norm; 1.0 uses all (the paper). The errors "
                  "are heavy-tailed, and an untrimmed Gaussian puts most simulated crops' "
                  "joints outside their box.")
+  d.DEFINE_enum("refine_init", "previous", ["previous", "scratch"], "How refinement "
+                "stages start: from the previous stage's trained network (layers copied by "
+                "name; the fc output layer keeps its own start) or from random "
+                "initialization (the paper). --init_weights applies to stage 1 only when "
+                "this is 'previous'.")
   d.DEFINE_boolean("evaluate", True, "Evaluate the cascade on the test split at the end.")
   d.DEFINE_integer("eval_limit", 0, "Evaluate on at most this many test images (0 = all).")
   d.DEFINE_boolean("export", True, "Export the trained cascade as a TF Serving SavedModel "
                    "(next free version under --export_dir) at the end.")
   d.DEFINE_string("export_dir", None, "Where --export writes. Default: WORKDIR/export.")
   d.DEFINE_integer("eval_batch_size", 16, "Images per evaluation batch.")
-  d.DEFINE_string("init_weights", None, "A .keras model to start every stage's network from "
+  d.DEFINE_string("init_weights", None, "A .keras model to start stage 1's network from (every "
+                  "stage's with --refine_init=scratch) "
                   "(e.g. ImageNet AlexNet features saved with layers named conv1..conv5, "
                   "fc6, fc7, or a stage of another workdir): layers are copied by name where "
                   "their shapes match, the rest keep their initialization. A stage that "
@@ -160,6 +166,7 @@ class Settings:
   curve_images: int = 200
   eval_split: Optional[str] = None
   stats_trim: float = 1.0
+  refine_init: str = "scratch"
 
   def steps_for(self, stage: int) -> int:
     return self.steps[min(stage, len(self.steps)) - 1]
@@ -208,6 +215,7 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
       lr_schedule=f.lr_schedule, warmup_steps=f.warmup_steps, weight_decay=f.weight_decay,
       cache_max_side=None if f.cache_max_side < 0 else f.cache_max_side,
       curve_every=f.curve_every, curve_images=f.curve_images, stats_trim=f.stats_trim,
+      refine_init=f.refine_init,
       steps=steps, batch_size=f.batch_size, learning_rate=f.learning_rate,
       optimizer=f.optimizer, sigma=f.sigma, draws=f.draws, seed=f.seed,
       checkpoint_every=f.checkpoint_every, stats_images=f.stats_images,

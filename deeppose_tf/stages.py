@@ -92,6 +92,15 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
 
   pretrained = (model_lib.pretrained_weights(settings.init_weights)
                 if settings.init_weights else None)
+  if stage > 1 and settings.refine_init == "previous":
+    # Stage s starts from stage s-1's trained network: its features already see people in
+    # these images, which a refinement stage on a CPU budget cannot learn from scratch.
+    # The fc head's output layer keeps its own start (minus the mean displacement).
+    pretrained = {name: w for name, w in model_lib.pretrained_weights(
+        cascade.model_path(workdir, stage - 1)).items() if name != "fc8"}
+    init_from = cascade.model_path(workdir, stage - 1)
+  else:
+    init_from = settings.init_weights
 
   nets = {}
 
@@ -101,7 +110,7 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
       # Before the checkpoint restore in fit_stage: a resumed stage keeps its own weights.
       copied, skipped = model_lib.assign_by_name(net, pretrained)
       logging.info("stage %d starts from %s: copied %s; kept the initialization of %s",
-                   stage, settings.init_weights, copied, skipped or "none")
+                   stage, init_from, copied, skipped or "none")
     nets["net"] = net
     # The heatmap loss needs the heatmap logits as a second output (same variables).
     return model_lib.training_model(net) if settings.heatmap_loss_weight > 0 else net
