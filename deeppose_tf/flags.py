@@ -13,6 +13,7 @@ from absl import flags
 
 from deeppose_tf.model import ModelConfig
 from deeppose_tf.pipeline import AugmentConfig
+from deeppose_tf.trainer import FitConfig
 
 
 def define_train_flags() -> None:
@@ -144,23 +145,14 @@ class Settings:
   augment: AugmentConfig
   steps: List[int]
   batch_size: int
-  learning_rate: float
-  optimizer: str
+  fit: FitConfig  # optimizer, loss and schedule; steps is set per stage by fit_for
   sigma: float
   draws: int
   seed: int
-  checkpoint_every: int
   stats_images: int
   num_stages: int
   skeleton: str
-  verbose: Optional[int] = None
   init_weights: Optional[str] = None
-  loss: str = "l2"
-  heatmap_loss_weight: float = 0.0
-  heatmap_sigma: float = 1.0
-  lr_schedule: str = "constant"
-  warmup_steps: int = 0
-  weight_decay: float = 0.0
   cache_max_side: Optional[int] = None
   curve_every: int = 0
   curve_images: int = 200
@@ -170,6 +162,14 @@ class Settings:
 
   def steps_for(self, stage: int) -> int:
     return self.steps[min(stage, len(self.steps)) - 1]
+
+  def fit_for(self, stage: int) -> FitConfig:
+    """The fit of `stage`: its step count, with the checkpoint interval and the warm-up
+    capped to it."""
+    steps = self.steps_for(stage)
+    return dataclasses.replace(self.fit, steps=steps,
+                               checkpoint_every=min(self.fit.checkpoint_every, steps),
+                               warmup_steps=min(self.fit.warmup_steps, steps - 1))
 
   @property
   def config(self) -> dict:
@@ -211,12 +211,14 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
       augment=AugmentConfig(translate=f.translate, scale=scale, flip=f.flip, rotate=f.rotate,
                             brightness=f.brightness, contrast=f.contrast,
                             saturation=f.saturation),
-      loss=f.loss, heatmap_loss_weight=f.heatmap_loss_weight, heatmap_sigma=f.heatmap_sigma,
-      lr_schedule=f.lr_schedule, warmup_steps=f.warmup_steps, weight_decay=f.weight_decay,
+      fit=FitConfig(steps=max(steps), learning_rate=f.learning_rate, optimizer=f.optimizer,
+                    checkpoint_every=f.checkpoint_every, loss=f.loss,
+                    heatmap_loss_weight=f.heatmap_loss_weight, heatmap_sigma=f.heatmap_sigma,
+                    lr_schedule=f.lr_schedule, warmup_steps=f.warmup_steps,
+                    weight_decay=f.weight_decay),
       cache_max_side=None if f.cache_max_side < 0 else f.cache_max_side,
       curve_every=f.curve_every, curve_images=f.curve_images, stats_trim=f.stats_trim,
       refine_init=f.refine_init,
-      steps=steps, batch_size=f.batch_size, learning_rate=f.learning_rate,
-      optimizer=f.optimizer, sigma=f.sigma, draws=f.draws, seed=f.seed,
-      checkpoint_every=f.checkpoint_every, stats_images=f.stats_images,
+      steps=steps, batch_size=f.batch_size, sigma=f.sigma, draws=f.draws, seed=f.seed,
+      stats_images=f.stats_images,
       num_stages=f.num_stages, skeleton=skeleton.name, init_weights=f.init_weights)

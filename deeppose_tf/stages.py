@@ -78,15 +78,7 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
     bias = -np.asarray(stats["mean"], np.float32)
 
   steps = settings.steps_for(stage)
-  every = min(settings.checkpoint_every, steps)
-  fit = trainer.FitConfig(steps=steps, learning_rate=settings.learning_rate,
-                          optimizer=settings.optimizer, checkpoint_every=every,
-                          verbose=settings.verbose, loss=settings.loss,
-                          heatmap_loss_weight=settings.heatmap_loss_weight,
-                          heatmap_sigma=settings.heatmap_sigma,
-                          lr_schedule=settings.lr_schedule,
-                          warmup_steps=min(settings.warmup_steps, steps - 1),
-                          weight_decay=settings.weight_decay)
+  fit = settings.fit_for(stage)
   logging.info("stage %d: %d steps at global batch %d (%s)", stage, steps,
                settings.batch_size, "images" if stage == 1 else "joint crops")
 
@@ -113,7 +105,7 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
                    stage, init_from, copied, skipped or "none")
     nets["net"] = net
     # The heatmap loss needs the heatmap logits as a second output (same variables).
-    return model_lib.training_model(net) if settings.heatmap_loss_weight > 0 else net
+    return model_lib.training_model(net) if settings.fit.heatmap_loss_weight > 0 else net
 
   def curve_callbacks(start_step):
     if not settings.curve_every or not settings.eval_split:
