@@ -237,12 +237,14 @@ def affine_crop(images, boxes, angles, size):
   """Rotated bilinear crops, one per image, with zeros outside the image: one warp per crop
   (rotation, scale, shift and mirror in a single resampling, as pose codebases do).
 
-  images: (N, H, W, C) any real dtype; boxes: (N, 4) image pixels (negative w mirrors);
+  images: (N, H, W, C) uint8 or float; boxes: (N, 4) image pixels (negative w mirrors);
   angles: (N,) radians. Returns (N, S, S, C) float32. Crop pixel (i, j) samples the image at
   `affine_denormalize(((j + 0.5) / S - 0.5, (i + 0.5) / S - 0.5))`, so `affine_normalize`
   maps annotations exactly; at angle 0 it samples the same points as `crop`.
   """
-  images = tf.cast(images, tf.float32)
+  # Warped in the images' own dtype (uint8 images stay uint8: casting a whole image to
+  # float32 first costs more than the warp, which reads only S x S x 4 pixels); the
+  # bilinear result is rounded to that dtype, at most half a grey level for uint8.
   boxes = tf.cast(boxes, tf.float32)
   a = affine_matrices(boxes, angles)  # (N, 2, 2)
   s = float(size)
@@ -255,6 +257,7 @@ def affine_crop(images, boxes, angles, size):
   b2 = boxes[:, 1] - 0.5 + (b0 + b1) * off
   zeros = tf.zeros_like(a0)
   transforms = tf.stack([a0 / s, a1 / s, a2, b0 / s, b1 / s, b2, zeros, zeros], axis=1)
-  return tf.raw_ops.ImageProjectiveTransformV3(
+  out = tf.raw_ops.ImageProjectiveTransformV3(
       images=images, transforms=transforms, output_shape=tf.constant([size, size], tf.int32),
       fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+  return tf.cast(out, tf.float32)
