@@ -28,14 +28,20 @@ class SoftArgmax(keras.layers.Layer):
   its span of the crop, so a one-hot heatmap at (i, j) returns exactly that point."""
 
   def call(self, logits):
-    logits = tf.cast(logits, tf.float32)
-    h, w, k = logits.shape[1], logits.shape[2], logits.shape[3]
-    flat = tf.transpose(tf.reshape(logits, [-1, h * w, k]), [0, 2, 1])  # (B, K, HW)
+    flat = flat_heatmaps(logits)  # (B, K, HW)
     prob = tf.nn.softmax(flat, axis=-1)
-    return tf.matmul(prob, tf.constant(cell_centres(h, w)))  # (B, K, 2)
+    return tf.matmul(prob, tf.constant(cell_centres(logits.shape[1], logits.shape[2])))
 
   def compute_output_shape(self, input_shape):
     return (input_shape[0], input_shape[3], 2)
+
+
+def flat_heatmaps(logits):
+  """Heatmap logits (B, H, W, K) -> float32 (B, K, H * W), cells row-major as
+  `cell_centres` lists them (the soft-argmax and the heatmap loss both read this)."""
+  logits = tf.cast(logits, tf.float32)
+  h, w, k = logits.shape[1], logits.shape[2], logits.shape[3]
+  return tf.transpose(tf.reshape(logits, [-1, h * w, k]), [0, 2, 1])
 
 
 def cell_centres(h: int, w: int) -> np.ndarray:

@@ -315,9 +315,8 @@ def heatmap_loss(sigma: float = 1.0):
     raise ValueError(f"heatmap sigma must be > 0, got {sigma}")
 
   def loss(y_true, y_pred):
-    logits = tf.cast(y_pred, tf.float32)
-    h, w, k = logits.shape[1], logits.shape[2], logits.shape[3]
-    flat = tf.transpose(tf.reshape(logits, [-1, h * w, k]), [0, 2, 1])  # (B, K, HW)
+    h, w = y_pred.shape[1], y_pred.shape[2]
+    flat = heads.flat_heatmaps(y_pred)  # (B, K, HW)
     centres = tf.constant(heads.cell_centres(h, w))  # (HW, 2) box-normalized
     target = y_true[..., :2]  # (B, K, 2)
     # Squared distance in heatmap cells from every cell centre to the target.

@@ -122,11 +122,9 @@ def test_refine_example_with_rotation_targets_the_planted_joint():
   checked = 0
   for crop, target in zip(crops.numpy(), targets.numpy()):
     row = int(np.argmax(target[:, 2]))
-    if LSP14.flip_permutation[row] not in (5,) and row != 5:
+    if row not in (5, LSP14.flip_permutation[5]):  # joint 5, or its label in a mirrored crop
       continue
     px = (target[row, :2] + 0.5) * size
-    if row != 5 and row != LSP14.flip_permutation[5]:
-      continue
     if np.any(px < 5) or np.any(px > size - 5):
       continue
     assert np.abs(_spot(crop, px) - px).max() < 0.5
