@@ -5,12 +5,11 @@ Only entry points (train.py) read flags; library code receives `Settings`.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import List, Optional
 
 from absl import flags
 
+from deeppose_tf.config import Settings
 from deeppose_tf.model import ModelConfig
 from deeppose_tf.pipeline import AugmentConfig
 from deeppose_tf.trainer import FitConfig
@@ -135,50 +134,6 @@ def resolve_data_dir(f) -> str:
   return f.data_dir or os.path.join(f.workdir, "data")
 
 
-@dataclasses.dataclass
-class Settings:
-  """Everything a stage needs, from flags or built directly by tests."""
-
-  data_dir: str
-  train_split: str
-  model: ModelConfig
-  augment: AugmentConfig
-  steps: List[int]
-  batch_size: int
-  fit: FitConfig  # optimizer, loss and schedule; steps is set per stage by fit_for
-  sigma: float
-  draws: int
-  seed: int
-  stats_images: int
-  num_stages: int
-  skeleton: str
-  init_weights: Optional[str] = None
-  cache_max_side: Optional[int] = None
-  curve_every: int = 0
-  curve_images: int = 200
-  eval_split: Optional[str] = None
-  stats_trim: float = 1.0
-  refine_init: str = "scratch"
-
-  def steps_for(self, stage: int) -> int:
-    return self.steps[min(stage, len(self.steps)) - 1]
-
-  def fit_for(self, stage: int) -> FitConfig:
-    """The fit of `stage`: its step count, with the checkpoint interval and the warm-up
-    capped to it."""
-    steps = self.steps_for(stage)
-    return dataclasses.replace(self.fit, steps=steps,
-                               checkpoint_every=min(self.fit.checkpoint_every, steps),
-                               warmup_steps=min(self.fit.warmup_steps, steps - 1))
-
-  @property
-  def config(self) -> dict:
-    """What config.json records: enough to rebuild and run the cascade."""
-    return {"skeleton": self.skeleton, "input_size": self.model.input_size,
-            "sigma": self.sigma, "num_stages": self.num_stages, "data_dir": self.data_dir,
-            "train_split": self.train_split, "model": dataclasses.asdict(self.model)}
-
-
 def stage_settings(f, skeleton, data_dir: str) -> Settings:
   steps = [int(s) for s in f.steps_per_stage]
   if not steps or any(s <= 0 for s in steps):
@@ -221,4 +176,4 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
       refine_init=f.refine_init,
       steps=steps, batch_size=f.batch_size, sigma=f.sigma, draws=f.draws, seed=f.seed,
       stats_images=f.stats_images,
-      num_stages=f.num_stages, skeleton=skeleton.name, init_weights=f.init_weights)
+      num_stages=f.num_stages, skeleton=skeleton, init_weights=f.init_weights)

@@ -16,7 +16,7 @@ same pixels.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -24,6 +24,9 @@ import tensorflow as tf
 from deeppose_tf import geometry
 from deeppose_tf.data import records
 from deeppose_tf.skeleton import Skeleton
+
+if TYPE_CHECKING:  # config imports this module
+  from deeppose_tf.config import RefineConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,12 +278,12 @@ def refine_example(features, seed_pair, skeleton: Skeleton, input_size: int, sig
 
 def train_dataset(data_dir: str, split: str, skeleton: Skeleton, input_size: int,
                   batch_size: int, seed: int, augment: AugmentConfig = AugmentConfig(),
-                  refine: Optional[dict] = None, shuffle_buffer: int = 2048,
+                  refine: Optional["RefineConfig"] = None, shuffle_buffer: int = 2048,
                   start_index: int = 0, cache_max_side: Optional[int] = None):
   """Infinite, shuffled, augmented batches for training one stage.
 
-  refine: None for stage 1; for stage s >= 2 a dict with sigma, mean (K, 2), chol (K, 2, 2)
-  and draws (crops per image). start_index offsets the per-element seeds so a resumed run
+  refine: None for stage 1; for stage s >= 2 a config.RefineConfig (sigma, mean (K, 2),
+  chol (K, 2, 2), draws = crops per image). start_index offsets the per-element seeds so a resumed run
   does not replay the augmentations it already trained on.
   cache_max_side: None decodes every JPEG on every visit; an int keeps the decoded split in
   memory (images shrunk to at most that many pixels on their longer side; 0 = full size),
@@ -309,16 +312,16 @@ def train_dataset(data_dir: str, split: str, skeleton: Skeleton, input_size: int
                             skeleton, input_size, augment)
     ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   else:
-    mean = tf.constant(np.asarray(refine["mean"], np.float32))
-    chol = tf.constant(np.asarray(refine["chol"], np.float32))
+    mean = tf.constant(refine.mean)
+    chol = tf.constant(refine.chol)
 
     def fn(index, example):
       return refine_example(parse(example), tf.stack([tf.cast(seed, tf.int64), index]),
-                            skeleton, input_size, refine["sigma"], mean, chol,
-                            refine["draws"], augment)
+                            skeleton, input_size, refine.sigma, mean, chol,
+                            refine.draws, augment)
     ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
     # Crops of one image are correlated: mix them with other images' before batching.
-    ds = ds.shuffle(max(4 * refine["draws"], 256), seed=seed + 1)
+    ds = ds.shuffle(max(4 * refine.draws, 256), seed=seed + 1)
   return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 

@@ -24,8 +24,7 @@ from absl import logging
 
 from deeppose_tf import atomic, cascade, curves, pipeline, predict, trainer
 from deeppose_tf import model as model_lib
-from deeppose_tf.flags import Settings
-from deeppose_tf.skeleton import get_skeleton
+from deeppose_tf.config import Settings
 
 
 def mean_pose(workdir: str, settings: Settings, write: bool = True) -> np.ndarray:
@@ -38,7 +37,7 @@ def mean_pose(workdir: str, settings: Settings, write: bool = True) -> np.ndarra
     with open(path) as f:
       return np.asarray(json.load(f)["mean_pose"], np.float32)
   pose = pipeline.mean_pose(settings.data_dir, settings.train_split,
-                            get_skeleton(settings.skeleton))
+                            settings.skeleton)
   if write:
     atomic.write_text(path, json.dumps({"mean_pose": pose.tolist()}))
   return pose
@@ -59,7 +58,7 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
   if finished:
     logging.info("stage %d is already trained in %s; skipping", stage, workdir)
     return False
-  skeleton = get_skeleton(settings.skeleton)
+  skeleton = settings.skeleton
   refine = None
   if stage == 1:
     bias = mean_pose(workdir, settings, write=chief)
@@ -71,8 +70,7 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
             f"train it with `python -m deeppose_tf.train --workdir={workdir} --stage={s}` "
             "(same flags)")
     stats = cascade.load_stats(workdir, stage - 1)
-    refine = {"sigma": settings.sigma, "mean": stats["mean"], "chol": stats["chol"],
-              "draws": settings.draws}
+    refine = settings.refine_for(stats)
     # A refinement target is the joint seen from a box centred at y + delta: -delta on
     # average, so the output starts at minus the previous stage's mean displacement.
     bias = -np.asarray(stats["mean"], np.float32)
@@ -161,7 +159,7 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
 
 def write_stats(workdir: str, stage: int, settings: Settings) -> dict:
   """Runs stages 1..stage over training images and saves stage's displacement statistics."""
-  skeleton = get_skeleton(settings.skeleton)
+  skeleton = settings.skeleton
   casc = cascade.Cascade.load(workdir, num_stages=stage)
   out = predict.predict_split(casc, settings.data_dir, settings.train_split,
                               limit=settings.stats_images or None, batch_size=16,

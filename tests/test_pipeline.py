@@ -13,6 +13,7 @@ from PIL import Image
 
 from deeppose_tf import cascade as cascade_lib
 from deeppose_tf import geometry, pipeline
+from deeppose_tf.config import RefineConfig
 from deeppose_tf.data import records
 from deeppose_tf.skeleton import LSP14
 
@@ -183,8 +184,8 @@ def test_train_dataset_is_deterministic_under_its_seed(tiny_data):
 
 
 def test_refine_train_dataset_is_deterministic_and_shaped(tiny_data):
-  refine = {"sigma": 1.0, "mean": np.zeros((K, 2)), "chol": np.tile(np.eye(2) * 0.1, (K, 1, 1)),
-            "draws": 16}  # the crop shuffle buffer holds max(4 * draws, 256) crops
+  refine = RefineConfig(sigma=1.0, mean=np.zeros((K, 2)),
+                        chol=np.tile(np.eye(2) * 0.1, (K, 1, 1)), draws=16)  # the crop shuffle buffer holds max(4 * draws, 256) crops
   make = lambda seed: pipeline.train_dataset(tiny_data, "train", LSP14, S, 4, seed=seed,
                                              refine=refine)
   a, b, c = _first_batch(make(3)), _first_batch(make(3)), _first_batch(make(4))

@@ -43,7 +43,7 @@ def check_dataset(name: str) -> str:
 
 def _reader(dataset: str, split: str, source: Optional[str], num: int, seed: int,
             start: int, output: str = "", flic_box: str = "torso",
-            meta: Optional[dict] = None) -> Iterator[records.PoseRecord]:
+            meta: Optional[dict] = None, fold_val: bool = False) -> Iterator[records.PoseRecord]:
   if dataset == "synthetic":
     from deeppose_tf.data import synthetic
     return synthetic.generate(num, seed=seed, start=start)
@@ -55,7 +55,9 @@ def _reader(dataset: str, split: str, source: Optional[str], num: int, seed: int
     return lsp.read_lsp(source, split)
   if dataset == "lspet":
     from deeppose_tf.data import lsp
-    return lsp.read_lspet(source, split, seed=seed)
+    # fold_val: train on every image; val stays the same images, no longer held out.
+    return lsp.read_lspet(source, "all" if fold_val and split == "train" else split,
+                          seed=seed)
   from deeppose_tf.data import face_box, flic
   # Train fits and writes the scaler, test (written after train) reads it back.
   scaler = os.path.join(output, face_box.SCALER_FILE) if flic_box == "face" else None
@@ -82,16 +84,21 @@ def _progress(split: str, total: Optional[int]):
 
 def prepare(dataset: str, output: str, source: Optional[str] = None, num_train: int = 5000,
             num_test: int = 500, seed: int = 0, num_shards: int = 4,
-            flic_box: str = "torso") -> Dict[str, int]:
+            flic_box: str = "torso", fold_val: bool = False) -> Dict[str, int]:
   """Writes every split of `dataset` into `output`; returns {split: record count}.
 
   flic_box: FLIC's initial box, "torso" or "face" (see the module docstring).
+  fold_val: LSPET only; the train split holds every image, val included, for a final model
+    trained once the recipe is chosen. Val is written as usual but is no longer held out:
+    its scores then measure fit, not generalization (each split's json says so).
   """
   check_dataset(dataset)
   if flic_box not in FLIC_BOXES:
     raise ValueError(f"unknown flic_box {flic_box!r}; expected one of {list(FLIC_BOXES)}")
   if flic_box != "torso" and dataset != "flic":
     raise ValueError(f"flic_box={flic_box!r} applies to dataset 'flic' only, not {dataset!r}")
+  if fold_val and dataset != "lspet":
+    raise ValueError(f"fold_val applies to dataset 'lspet' only, not {dataset!r}")
   skeleton = get_skeleton(dataset)
   counts = {}
   for split in SPLITS[dataset]:
@@ -100,8 +107,11 @@ def prepare(dataset: str, output: str, source: Optional[str] = None, num_train: 
     start = 0 if split == "train" else num_train
     meta = {"dataset": dataset, "skeleton": skeleton.name, "seed": seed,
             "source": os.path.abspath(source) if source else None}
+    if fold_val:
+      meta["val_in_train"] = True
     # The FLIC reader fills meta's box statistics while write_split consumes it.
-    reader = _reader(dataset, split, source, num, seed, start, output, flic_box, meta)
+    reader = _reader(dataset, split, source, num, seed, start, output, flic_box, meta,
+                     fold_val)
     total = num if dataset == "synthetic" else None
     t0 = time.time()
     counts[split] = records.write_split(reader, output, split, skeleton.num_joints,
@@ -141,13 +151,16 @@ if __name__ == "__main__":
   flags.DEFINE_enum("flic_box", "torso", list(FLIC_BOXES),
                     "FLIC initial box: the torso box, or the paper's face-detector box "
                     "(needs opencv: pip install \"deeppose_tf[face]\").")
+  flags.DEFINE_bool("fold_val", False, "LSPET: the train split holds every image, val "
+                    "included (for a final model once the recipe is chosen); val is then no "
+                    "longer held out.")
   flags.mark_flags_as_required(["dataset", "output"])
 
 
 def main(argv):
   del argv
   counts = prepare(FLAGS.dataset, FLAGS.output, FLAGS.source, FLAGS.num_train, FLAGS.num_test,
-                   FLAGS.seed, FLAGS.num_shards, FLAGS.flic_box)
+                   FLAGS.seed, FLAGS.num_shards, FLAGS.flic_box, FLAGS.fold_val)
   for split, n in counts.items():
     meta = records.read_meta(FLAGS.output, split)
     print(f"{split}: {n} images, {meta['annotated_joints']} annotated joints, "

@@ -1,0 +1,107 @@
+"""Plain, typed run settings: what a stage needs, built from flags or directly by tests.
+
+Library code receives these objects; only entry points read absl flags (flags.py builds a
+`Settings` from them). Nothing here imports the flags module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional
+
+import numpy as np
+
+from deeppose_tf.model import ModelConfig
+from deeppose_tf.pipeline import AugmentConfig
+from deeppose_tf.skeleton import Skeleton
+from deeppose_tf.trainer import FitConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class RefineConfig:
+  """How a refinement stage (s >= 2) samples its simulated previous-stage predictions.
+
+  sigma: crop side in torso diameters (the paper's sigma); > 0.
+  mean: (K, 2) float32 mean displacement of the previous stage, in joint-box units.
+  chol: (K, 2, 2) float32 Cholesky factor of its covariance, same units.
+  draws: simulated predictions drawn per joint per image; >= 1.
+  """
+
+  sigma: float
+  mean: np.ndarray
+  chol: np.ndarray
+  draws: int
+
+  def __post_init__(self):
+    mean = np.asarray(self.mean, np.float32)
+    chol = np.asarray(self.chol, np.float32)
+    if mean.ndim != 2 or mean.shape[1] != 2 or chol.shape != (mean.shape[0], 2, 2):
+      raise ValueError(f"RefineConfig: mean must be (K, 2) and chol (K, 2, 2); got "
+                       f"{mean.shape} and {chol.shape}")
+    if not (np.isfinite(mean).all() and np.isfinite(chol).all()):
+      raise ValueError("RefineConfig: the displacement statistics are not finite")
+    if not self.sigma > 0:
+      raise ValueError(f"RefineConfig: sigma must be > 0, got {self.sigma}")
+    if int(self.draws) < 1:
+      raise ValueError(f"RefineConfig: draws must be >= 1, got {self.draws}")
+    object.__setattr__(self, "mean", mean)
+    object.__setattr__(self, "chol", chol)
+    object.__setattr__(self, "draws", int(self.draws))
+
+  @classmethod
+  def from_stats(cls, stats: dict, sigma: float, draws: int) -> "RefineConfig":
+    """From `cascade.displacement_stats`' dict (or its displacement.json)."""
+    return cls(sigma=float(sigma), mean=stats["mean"], chol=stats["chol"], draws=draws)
+
+
+@dataclasses.dataclass
+class Settings:
+  """Everything a stage needs, from flags (flags.stage_settings) or built directly."""
+
+  data_dir: str
+  train_split: str
+  model: ModelConfig
+  augment: AugmentConfig
+  steps: List[int]
+  batch_size: int
+  fit: FitConfig  # optimizer, loss and schedule; steps is set per stage by fit_for
+  sigma: float
+  draws: int
+  seed: int
+  stats_images: int
+  num_stages: int
+  skeleton: Skeleton
+  init_weights: Optional[str] = None
+  cache_max_side: Optional[int] = None
+  curve_every: int = 0
+  curve_images: int = 200
+  eval_split: Optional[str] = None
+  stats_trim: float = 1.0
+  refine_init: str = "scratch"
+
+  def __post_init__(self):
+    if isinstance(self.skeleton, str):
+      raise TypeError("Settings.skeleton is a Skeleton object (skeleton.get_skeleton(name)), "
+                      f"not the name {self.skeleton!r}")
+
+  def steps_for(self, stage: int) -> int:
+    return self.steps[min(stage, len(self.steps)) - 1]
+
+  def fit_for(self, stage: int) -> FitConfig:
+    """The fit of `stage`: its step count, with the checkpoint interval and the warm-up
+    capped to it."""
+    steps = self.steps_for(stage)
+    return dataclasses.replace(self.fit, steps=steps,
+                               checkpoint_every=min(self.fit.checkpoint_every, steps),
+                               warmup_steps=min(self.fit.warmup_steps, steps - 1))
+
+  def refine_for(self, stats: dict) -> RefineConfig:
+    """The refinement sampling of the stage after the one `stats` measured."""
+    return RefineConfig.from_stats(stats, self.sigma, self.draws)
+
+  @property
+  def config(self) -> dict:
+    """What config.json records: enough to rebuild and run the cascade."""
+    return {"skeleton": self.skeleton.name, "input_size": self.model.input_size,
+            "sigma": self.sigma, "num_stages": self.num_stages, "data_dir": self.data_dir,
+            "train_split": self.train_split, "model": dataclasses.asdict(self.model)}
