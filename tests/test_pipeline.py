@@ -574,8 +574,8 @@ def test_bad_record_fails_with_its_id(bad_split, path):
   if path == "eval":
     ds = pipeline.eval_dataset(bad_split, "train", LSP14, 1)
   else:
-    refine = None if path == "stage1" else {
-        "sigma": 1.0, "mean": np.zeros((K, 2)), "chol": np.zeros((K, 2, 2)), "draws": 16}
+    refine = None if path == "stage1" else RefineConfig(
+        sigma=1.0, mean=np.zeros((K, 2)), chol=np.zeros((K, 2, 2)), draws=16)
     ds = pipeline.train_dataset(bad_split, "train", LSP14, S, 1, seed=0, refine=refine)
   with pytest.raises(tf.errors.InvalidArgumentError, match="bad/record-0042"):
     for _, _ in zip(range(12), ds):  # the bad record is within the first epoch
