@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import time
 from typing import Optional
 
 import numpy as np
@@ -12,35 +10,7 @@ import tensorflow as tf
 from deeppose_tf import pipeline
 from deeppose_tf.cascade import Cascade
 from deeppose_tf.data import records
-
-
-class Progress:
-  """A one-line progress bar on a terminal, periodic log lines otherwise."""
-
-  def __init__(self, total: Optional[int], desc: str):
-    self.total, self.desc, self.n = total, desc, 0
-    self.start = time.time()
-    self.tty = sys.stderr.isatty()
-    self.last = 0.0
-
-  def update(self, n: int):
-    self.n += n
-    now = time.time()
-    done = self.total is not None and self.n >= self.total
-    if not (self.tty or done or now - self.last > 10):
-      return
-    self.last = now
-    rate = self.n / max(now - self.start, 1e-9)
-    if self.total:
-      filled = int(30 * min(self.n / self.total, 1))
-      bar = f"[{'=' * filled}{'.' * (30 - filled)}] {self.n}/{self.total}"
-    else:
-      bar = str(self.n)
-    line = f"{self.desc}: {bar} images, {rate:.1f} img/s"
-    sys.stderr.write(("\r" + line) if self.tty else line + "\n")
-    if done and self.tty:
-      sys.stderr.write("\n")
-    sys.stderr.flush()
+from deeppose_tf.progress import Progress
 
 
 def predict_split(casc, data_dir: str, split: str, limit: Optional[int] = None,
@@ -67,7 +37,7 @@ def predict_split(casc, data_dir: str, split: str, limit: Optional[int] = None,
       sizes = np.stack([batch["height"].numpy(), batch["width"].numpy()], -1)
       return casc.predict(batch["image"].numpy(), batch["box"].numpy(), sizes)
   parts, images = [], []
-  bar = Progress(total, desc)
+  bar = Progress(desc, total, unit="images")
   for batch in pipeline.eval_dataset(data_dir, split, skeleton, batch_size, limit):
     poses = run(batch)
     parts.append({"poses": poses, "joints": batch["joints"].numpy(),
@@ -78,6 +48,7 @@ def predict_split(casc, data_dir: str, split: str, limit: Optional[int] = None,
         h, w = int(batch["height"][i]), int(batch["width"][i])
         images.append(batch["image"][i, :h, :w].numpy())
     bar.update(len(poses))
+  bar.close()
   out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
   out["images"] = images
   return out

@@ -138,17 +138,13 @@ FLIC10 = Skeleton(
 
 SKELETONS: Dict[str, Skeleton] = {s.name: s for s in (LSP14, FLIC10)}
 
-# Which skeleton each dataset name uses.
-DATASET_SKELETON: Dict[str, str] = {
-    "synthetic": "lsp14", "lsp": "lsp14", "lspet": "lsp14", "flic": "flic10",
-}
-
-
 def get_skeleton(name: str) -> Skeleton:
-  """Skeleton by skeleton name ('lsp14') or dataset name ('lspet')."""
-  key = DATASET_SKELETON.get(name, name)
-  if key not in SKELETONS:
+  """Skeleton by skeleton name ('lsp14') or dataset name ('lspet', data/datasets.py)."""
+  if name in SKELETONS:
+    return SKELETONS[name]
+  from deeppose_tf.data import datasets  # which skeleton a dataset uses is its spec's
+  if name not in datasets.DATASETS:
     raise ValueError(
         f"unknown skeleton or dataset {name!r}; expected one of "
-        f"{sorted(set(SKELETONS) | set(DATASET_SKELETON))}")
-  return SKELETONS[key]
+        f"{sorted(set(SKELETONS) | set(datasets.DATASETS))}")
+  return datasets.DATASETS[name].skeleton

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from deeppose_tf import pipeline
 from deeppose_tf.data import records
 
-from conftest import encode
+from helpers import encode
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

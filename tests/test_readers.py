@@ -8,12 +8,9 @@ import pytest
 import scipy.io
 
 from deeppose_tf import skeleton
-from deeppose_tf.data import flic, lsp, records
+from deeppose_tf.data import flic, lsp, matlab, records
 
-try:  # tests/ may or may not be a package, depending on how pytest imports it
-  from tests import fixtures_mat as fm
-except ImportError:
-  import fixtures_mat as fm
+import fixtures_mat as fm
 
 K = skeleton.LSP14.num_joints
 
@@ -40,7 +37,7 @@ def lsp_dir(request, tmp_path_factory, lsp_joints):
 
 def test_matlab_to_pixels_moves_pixel_centres():
   # MATLAB pixel 1 is centred at 1; our pixel 0 spans [0, 1), centred at 0.5.
-  np.testing.assert_allclose(lsp.matlab_to_pixels([[1.0, 1.0], [30.0, 20.0], [2.5, 0.0]]),
+  np.testing.assert_allclose(matlab.matlab_to_pixels([[1.0, 1.0], [30.0, 20.0], [2.5, 0.0]]),
                              [[0.5, 0.5], [29.5, 19.5], [2.0, -0.5]])
 
 
@@ -63,7 +60,7 @@ def test_lsp_split_sizes_and_counts(lsp_dir):
   train = list(lsp.read_lsp(root, "train"))
   assert len(train) == 1000
   assert train[0].image_id == "lsp/im0001" and train[-1].image_id == "lsp/im1000"
-  assert lsp.counts(lsp.read_lsp(root, "test")) == {
+  assert matlab.counts(lsp.read_lsp(root, "test")) == {
       "images": 3, "annotated_joints": 3 * K, "masked_joints": 0}
 
 
@@ -138,7 +135,7 @@ def test_lspet_masks_unannotated_joints(lspet_dir):
   np.testing.assert_allclose(r0.joints[1:13], joints[0, 1:13, :2] - 0.5, atol=1e-5)
   assert r0.image == images[0]
   assert by_id["lspet/im00005"].visible.sum() == K - 3
-  assert lsp.counts(recs) == {"images": 11, "annotated_joints": 11 * K - len(masked),
+  assert matlab.counts(recs) == {"images": 11, "annotated_joints": 11 * K - len(masked),
                               "masked_joints": len(masked)}
   for r in recs:
     records.validate(r, K)  # includes the grayscale JPEG
@@ -147,7 +144,7 @@ def test_lspet_masks_unannotated_joints(lspet_dir):
 def test_lspet_skipped_images_are_logged(lspet_dir, caplog):
   root = lspet_dir[0]
   with caplog.at_level("WARNING"):
-    assert lsp.counts(lsp.read_lspet(root, "all"))["images"] == 11
+    assert matlab.counts(lsp.read_lspet(root, "all"))["images"] == 11
   assert "lspet/im00008" in caplog.text and "skipped 1 of 12" in caplog.text
 
 
@@ -258,7 +255,7 @@ def test_flic_joints_visibility_and_box(tmp_path):
   assert np.all(np.isfinite(r1.joints)) and np.all(r1.joints[r1.visible == 0] == 0)
   assert r0.image == r2.image == images["movie-a-00001.jpg"]
   assert r1.image == images["movie-a-00002.png"]
-  assert lsp.counts(train) == {"images": 3, "annotated_joints": 27, "masked_joints": 3}
+  assert matlab.counts(train) == {"images": 3, "annotated_joints": 27, "masked_joints": 3}
   for r in train:
     v = records.validate(r, 10)  # grayscale PNG included
     assert (v.height, v.width) == (20, 30)
@@ -335,7 +332,7 @@ def test_real_lspet_first_200_images():
   assert raw.shape[:2] == (14, 3)
   recs = list(itertools.islice(lsp.read_lspet(root, "all"), 200))
   assert [r.image_id for r in recs[:2]] == ["lspet/im00001", "lspet/im00002"]
-  c = lsp.counts(recs)
+  c = matlab.counts(recs)
   first = raw[:, 2, :len(recs)]
   assert c["masked_joints"] == int((first == 0).sum())
   assert c["annotated_joints"] == int((first == 1).sum())

@@ -8,10 +8,7 @@ import tensorflow as tf
 
 from deeppose_tf.data import records
 
-try:  # tests/ may or may not be a package, depending on how pytest imports it
-  from tests.conftest import encode, random_records
-except ImportError:
-  from conftest import encode, random_records
+from helpers import encode, random_records
 
 K = 14
 

@@ -23,7 +23,7 @@ left and right, so `FLIC10.flip_permutation` stays right, and the PCP/PDJ number
 average left and right.  Do not mix FLIC and LSP poses in one model expecting "l_" to
 mean the same side.
 
-Coordinate frame as in lsp.py: x_py = x_mat - 0.5 (0-based pixels, pixel i spans
+Coordinate frame as in matlab.py: x_py = x_mat - 0.5 (0-based pixels, pixel i spans
 [i, i+1)).  The torso box corners are points in that same frame, so box (cx, cy, w, h) =
 ((x1 + x2) / 2 - 0.5, (y1 + y2) / 2 - 0.5, x2 - x1, y2 - y1).
 
@@ -50,8 +50,8 @@ from absl import logging
 
 from deeppose_tf import skeleton as skeleton_lib
 from deeppose_tf.data import face_box
-from deeppose_tf.data.lsp import (check_split, load_mat_variable, matlab_to_pixels,
-                                  read_image_bytes)
+from deeppose_tf.data.matlab import (check_split, load_mat_variable, matlab_to_pixels,
+                                     read_image_bytes)
 from deeppose_tf.data.records import PoseRecord
 
 # FLIC's 29 point names, in the order of the columns of `coords`.

@@ -11,21 +11,22 @@ Coordinate frame: the .mat files are MATLAB 1-based pixel indices, where the cen
 the top-left pixel is (1, 1).  That centre is (0.5, 0.5) here, hence
 `x_py = x_mat - 1 + 0.5 = x_mat - 0.5` (`matlab_to_pixels`), for x and y alike.
 
-This module also holds the small helpers flic.py shares (loading one .mat variable with
-clear errors, reading image bytes, the coordinate conversion, `counts`).
+The helpers both MATLAB-format readers share (loading a .mat variable, the coordinate
+conversion, reading image bytes) are in matlab.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
-import scipy.io
 from absl import logging
 
 from deeppose_tf import skeleton as skeleton_lib
+from deeppose_tf.data.matlab import (check_split, load_mat_variable, matlab_to_pixels,
+                                     read_image_bytes)
 from deeppose_tf.data.records import PoseRecord
 
 NUM_JOINTS = skeleton_lib.LSP14.num_joints  # 14
@@ -35,58 +36,6 @@ LSP_SPLITS = {"train": (0, 1000), "test": (1000, 2000)}
 LSP_NUM_IMAGES = 2000
 # LSPET has no official split; see `lspet_split_indices`.
 LSPET_SPLITS = ("train", "val", "all")
-
-
-def matlab_to_pixels(xy) -> np.ndarray:
-  """MATLAB 1-based pixel coordinates -> 0-based pixel-area coordinates, float32.
-
-  MATLAB puts the centre of pixel (1, 1) at (1, 1); our frame puts it at (0.5, 0.5)
-  (pixel i spans [i, i+1)), so both x and y move by -0.5.  Works on any shape.
-  """
-  return (np.asarray(xy, np.float64) - 0.5).astype(np.float32)
-
-
-def check_split(split: str, valid: Sequence[str], dataset: str) -> None:
-  if split not in valid:
-    raise ValueError(f"unknown {dataset} split {split!r}; valid splits are {list(valid)}")
-
-
-def load_mat_variable(path: str, variable: str, dataset: str, **loadmat_kwargs):
-  """Loads one variable of a MATLAB v5 .mat file; ValueError saying what is wrong where."""
-  if not os.path.isfile(path):
-    raise ValueError(
-        f"{dataset} annotations not found: expected {os.path.basename(path)!r} at {path!r}")
-  try:
-    mat = scipy.io.loadmat(path, variable_names=[variable], **loadmat_kwargs)
-  except NotImplementedError as e:  # scipy's answer to v7.3 (HDF5) files
-    raise ValueError(f"{path!r}: MATLAB v7.3 (HDF5) .mat files are not supported; re-save "
-                     f"it with save(..., '-v7') ({e})") from None
-  except Exception as e:  # scipy raises many types for corrupt files
-    raise ValueError(f"{path!r}: not a readable MATLAB .mat file ({e})") from None
-  if variable not in mat:
-    raise ValueError(f"{path!r} has no variable {variable!r}; expected the {dataset} "
-                     f"annotation variable {variable!r}")
-  return mat[variable]
-
-
-def read_image_bytes(path: str, image_id: str) -> bytes:
-  """The file's bytes, untouched; ValueError naming the record if the file is missing."""
-  if not os.path.isfile(path):
-    raise ValueError(f"record {image_id!r}: image file {path!r} does not exist")
-  with open(path, "rb") as f:
-    return f.read()
-
-
-def counts(records: Iterable[PoseRecord]) -> Dict[str, int]:
-  """{"images", "annotated_joints", "masked_joints"} over records (consumes the iterable)."""
-  images = annotated = masked = 0
-  for record in records:
-    visible = np.asarray(record.visible)
-    images += 1
-    n_annotated = int(np.count_nonzero(visible))
-    annotated += n_annotated
-    masked += int(visible.size) - n_annotated
-  return {"images": images, "annotated_joints": annotated, "masked_joints": masked}
 
 
 def _joints_array(path: str, value, layouts: Sequence[str]) -> np.ndarray:

@@ -140,18 +140,17 @@ def write_split(records: Iterable[PoseRecord], output_dir: str, split: str, num_
                 progress=None) -> int:
   """Validates and writes records as `{split}-{i:05d}-of-{n:05d}.tfrecord` shards.
 
-  Every shard is written under a temporary name and renamed into place only when the whole
-  split has been written, and `{split}.json` (counts, skeleton) is renamed last: a split
-  without its json is incomplete and `list_shards` refuses it.  Returns the record count.
+  The new split is built aside: every shard is written under a temporary name, and only
+  when every record has been validated and written does it replace the old split (the old
+  json is removed first, the shards renamed into place, shards of an old layout removed,
+  and `{split}.json` (counts, skeleton) renamed in last). A failure on any record leaves
+  the old split as it was. A split without its json is incomplete and `list_shards`
+  refuses it.  Returns the record count.
   """
   import tensorflow as tf
 
   os.makedirs(output_dir, exist_ok=True)
-  for stale in glob.glob(os.path.join(output_dir, f"{split}-[0-9]*-of-[0-9]*.tfrecord")):
-    os.remove(stale)
   meta_path = os.path.join(output_dir, f"{split}.json")
-  if os.path.exists(meta_path):
-    os.remove(meta_path)
   finals = [os.path.join(output_dir, f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord")
             for i in range(num_shards)]
   temps = [atomic.temp_name(p) for p in finals]
@@ -175,8 +174,14 @@ def write_split(records: Iterable[PoseRecord], output_dir: str, split: str, num_
     raise
   for w in writers:
     w.close()
+  # Swap: from here the split is incomplete (no json) until the new json lands.
+  if os.path.exists(meta_path):
+    os.remove(meta_path)
   for t, p in zip(temps, finals):
     os.replace(t, p)
+  for stale in glob.glob(os.path.join(output_dir, f"{split}-[0-9]*-of-[0-9]*.tfrecord")):
+    if stale not in finals:
+      os.remove(stale)
   info = dict(meta or {})
   info.update({"split": split, "num_records": count, "num_shards": num_shards,
                "num_joints": num_joints, "annotated_joints": annotated,
@@ -190,9 +195,18 @@ def read_meta(data_dir: str, split: str) -> dict:
   if not os.path.exists(path):
     raise ValueError(
         f"no complete split {split!r} in {data_dir!r} ({path} is missing); write it with "
-        f"`python -m deeppose_tf.data.prepare --output={data_dir} ...`")
-  with open(path) as f:
-    return json.load(f)
+        f"`python -m deeppose_tf.data.prepare --data_dir={data_dir} ...`")
+  try:
+    with open(path) as f:
+      meta = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{path} is damaged, not valid JSON: {e}; write the split again with "
+                     "`python -m deeppose_tf.data.prepare`") from None
+  for key in ("num_records", "num_shards"):
+    if not isinstance(meta, dict) or not isinstance(meta.get(key), int) or meta[key] < 0:
+      raise ValueError(f"{path} is damaged: no valid {key!r}; write the split again with "
+                       "`python -m deeppose_tf.data.prepare`")
+  return meta
 
 
 def list_shards(data_dir: str, split: str) -> List[str]:
@@ -205,6 +219,39 @@ def list_shards(data_dir: str, split: str) -> List[str]:
     raise ValueError(f"split {split!r} in {data_dir!r} is missing shards {missing}; write it "
                      "again with `python -m deeppose_tf.data.prepare`")
   return paths
+
+
+def shard_sizes(num_records: int, num_shards: int) -> List[int]:
+  """Records per shard as write_split deals them (round robin)."""
+  return [num_records // num_shards + (i < num_records % num_shards) for i in range(num_shards)]
+
+
+def verify_split(data_dir: str, split: str) -> int:
+  """Reads every shard of a split once (no decoding) and checks it against `{split}.json`.
+
+  Raises ValueError naming the shard when one is damaged (truncated, random bytes: TF's
+  record checksums fail) or holds another number of records than the json says (a shard cut
+  at a record boundary, or replaced). Returns the record count. (LSPET's 8,100 train
+  records, 130 MB: about 2 s on one core.)
+  """
+  import tensorflow as tf
+
+  meta = read_meta(data_dir, split)
+  paths = list_shards(data_dir, split)
+  for path, expected in zip(paths, shard_sizes(meta["num_records"], meta["num_shards"])):
+    try:
+      # Batched: a per-record reduce costs ~3 ms a record, this about 0.2 ms.
+      found = int(tf.data.TFRecordDataset(path, buffer_size=8 << 20).batch(4096).reduce(
+          tf.constant(0), lambda n, batch: n + tf.shape(batch)[0]))
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+      raise ValueError(f"{path} is damaged ({e.message.splitlines()[0][:200]}); write split "
+                       f"{split!r} again with `python -m deeppose_tf.data.prepare`") from None
+    if found != expected:
+      raise ValueError(f"{path} holds {found} records where {split}.json's "
+                       f"{meta['num_records']} records in {meta['num_shards']} shards mean "
+                       f"{expected}: the shard was cut or replaced; write split {split!r} "
+                       "again with `python -m deeppose_tf.data.prepare`")
+  return meta["num_records"]
 
 
 def parse(serialized, num_joints: int) -> dict:
