@@ -1,36 +1,100 @@
-"""Convolutional backbones: image (B, S, S, 3) float in [0, 255] -> feature maps.
+"""Convolutional backbones: image (B, S, S, 3) scaled to [-1, 1] -> `Features`.
 
-Each builder returns a dict of feature tensors by stride, {4: (B, S/4, S/4, C4),
-8: ..., 16: ...} or for AlexNet the final pooled map under the key "pool5", so a head picks
-what it needs (the fc head flattens the coarsest map; the integral head fuses strides 16
-and 8 into heatmaps). All layers are named, so `model.assign_by_name` copies pretrained
-weights between networks of the same backbone.
+Every backbone returns its taps the same way, a `Features`:
+  pyramid  {stride: (B, S/stride, S/stride, C)}, the maps a dense head fuses (the integral
+           head reads strides heatmap_stride and coarser);
+  top      the map a global head flattens (the fc head).
+All layers are named, so `model.assign_by_name` copies pretrained weights between networks
+of the same backbone.
 
-  alexnet      the paper's network (model.py keeps its exact layer names conv1..conv5).
+  alexnet      the paper's five convolutions with its layer names conv1..conv5 (LRN or
+               BatchNorm): pyramid {8: relu2, 16: relu5}, top pool5 (stride 32).
   resnet       a small ResNet (basic blocks, BatchNorm) sized for CPU training from
-               scratch: stem /2, stages at /4, /8, /16 with 64, 128, 256 x width filters.
+               scratch: stem /2, stages at /4, /8, /16 with 64, 128, 256 x width filters;
+               top is the stride-16 map.
   mobilenetv2  keras.applications.MobileNetV2 (include_top=False) with `weights`: None
                (random init), a user-supplied weights file of that network, or "imagenet"
-               on a machine that can download.
+               on a machine that can download; pyramid {4, 8, 16, 32}, top the stride-32 map.
+
+A new backbone is one function plus one `BACKBONES` entry.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+import dataclasses
+from typing import Callable, Dict, Optional, Tuple
 
 import keras
+import tensorflow as tf
 
-BACKBONES = ("alexnet", "resnet", "mobilenetv2")
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+  """A backbone's taps: `pyramid` by stride (dense heads), `top` (global heads)."""
+
+  pyramid: Dict[int, keras.KerasTensor]
+  top: keras.KerasTensor
 
 
-def _filters(n: int, width: float) -> int:
-  return max(4, int(round(n * width)))
+@keras.saving.register_keras_serializable(package="deeppose_tf")
+class LocalResponseNorm(keras.layers.Layer):
+  """AlexNet's cross-channel LRN (core TF op; a TFLite builtin)."""
+
+  def __init__(self, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, **kwargs):
+    super().__init__(**kwargs)
+    self.depth_radius, self.bias, self.alpha, self.beta = depth_radius, bias, alpha, beta
+
+  def call(self, x):
+    return tf.nn.local_response_normalization(x, self.depth_radius, self.bias, self.alpha,
+                                              self.beta)
+
+  def get_config(self):
+    return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias,
+            "alpha": self.alpha, "beta": self.beta}
 
 
 def _bn(name: str):
   # synchronized: under MirroredStrategy the statistics are over the global batch, so N
   # replicas train exactly like one device on the same global batch.
   return keras.layers.BatchNormalization(synchronized=True, name=name)
+
+
+def alexnet(x, width: float = 1.0, norm: str = "batch") -> Features:
+  """The paper's five convolutions:
+  C(96, 11x11 /4) - N - P - C(256, 5x5) - N - P - C(384, 3x3) - C(384, 3x3) - C(256, 3x3) - P
+  with N = `norm`: 'lrn' (the paper, after conv1 and conv2), 'batch' (after every conv) or
+  'none'. Returns pyramid {8: relu2, 16: relu5} and top pool5 (stride 32)."""
+  filters = [max(1, int(round(f * width))) for f in (96, 256, 384, 384, 256)]
+
+  def normalize(x, i):
+    if norm == "lrn" and i < 2:
+      # LRN stays float32: TF has no bfloat16 CPU kernel for it.
+      return LocalResponseNorm(name=f"lrn{i + 1}", dtype="float32")(x)
+    if norm == "batch":
+      return _bn(f"bn{i + 1}")(x)
+    return x
+
+  def conv(x, i, kernel, stride=1):
+    x = keras.layers.Conv2D(filters[i], kernel, strides=stride,
+                            padding="valid" if i == 0 else "same",
+                            use_bias=norm != "batch", name=f"conv{i + 1}")(x)
+    x = normalize(x, i)
+    return keras.layers.ReLU(name=f"relu{i + 1}")(x)
+
+  def pool(x, i):
+    return keras.layers.MaxPooling2D(3, 2, name=f"pool{i}")(x)
+
+  x = pool(conv(x, 0, 11, 4), 1)
+  relu2 = conv(x, 1, 5)  # stride 8 of the input
+  x = pool(relu2, 2)
+  x = conv(x, 2, 3)
+  x = conv(x, 3, 3)
+  relu5 = conv(x, 4, 3)  # stride 16
+  return Features({8: relu2, 16: relu5}, pool(relu5, 5))
+
+
+def _filters(n: int, width: float) -> int:
+  return max(4, int(round(n * width)))
 
 
 def _conv_bn_relu(x, filters: int, kernel: int, stride: int, name: str):
@@ -57,16 +121,16 @@ def _basic_block(x, filters: int, stride: int, name: str):
   return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def resnet(x, width: float = 1.0, blocks=(1, 2, 2)) -> Dict[int, keras.KerasTensor]:
-  """x: (B, S, S, 3) scaled to [-1, 1]. Returns {4: (B, S/4, S/4, 64w), 8: (.., 128w),
-  16: (.., 256w)} (sizes rounded up for S not divisible by 16)."""
+def resnet(x, width: float = 1.0, blocks=(1, 2, 2)) -> Features:
+  """Returns pyramid {4: (B, S/4, S/4, 64w), 8: (.., 128w), 16: (.., 256w)} (sizes rounded
+  up for S not divisible by 16) and top the stride-16 map."""
   x = _conv_bn_relu(x, _filters(32, width), 3, 2, "stem")
   feats = {}
   for i, (n, f, stride) in enumerate(zip(blocks, (64, 128, 256), (4, 8, 16))):
     for j in range(n):
       x = _basic_block(x, _filters(f, width), 2 if j == 0 else 1, f"res{i + 1}_{j + 1}")
     feats[stride] = x
-  return feats
+  return Features(feats, feats[16])
 
 
 # MobileNetV2 layers whose outputs are the feature maps at each stride (the names are
@@ -76,14 +140,39 @@ _MOBILENET_TAPS = {4: "block_3_expand_relu", 8: "block_6_expand_relu",
 
 
 def mobilenetv2(x, input_size: int, width: float = 1.0, weights: Optional[str] = None
-                ) -> Dict[int, keras.KerasTensor]:
-  """x: (B, S, S, 3) scaled to [-1, 1] (MobileNetV2's own input range). width is the
-  network's alpha (0.35, 0.5, 0.75, 1.0, 1.3 or 1.4 for which ImageNet weights exist).
-  weights: None, "imagenet", or the path of a weights file saved from
-  keras.applications.MobileNetV2(include_top=False) of the same alpha.
-  Returns {4, 8, 16, 32: feature maps}; the network is one nested layer named "backbone"."""
+                ) -> Features:
+  """width is the network's alpha (0.35, 0.5, 0.75, 1.0, 1.3 or 1.4 for which ImageNet
+  weights exist; [-1, 1] is its own input range). weights: None, "imagenet", or the path of
+  a weights file saved from keras.applications.MobileNetV2(include_top=False) of the same
+  alpha. Returns pyramid {4, 8, 16, 32} and top the stride-32 map; the network is one
+  nested layer named "backbone"."""
   base = keras.applications.MobileNetV2(input_shape=(input_size, input_size, 3), alpha=width,
                                         include_top=False, weights=weights)
   taps = keras.Model(base.input, {s: base.get_layer(n).output
                                   for s, n in _MOBILENET_TAPS.items()}, name="backbone")
-  return taps(x)
+  feats = taps(x)
+  return Features(feats, feats[32])
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+  """A registry entry. build(x, config) -> Features, x the scaled image and config a
+  model.ModelConfig. strides: the pyramid's keys. min_input / input_multiple: the input
+  sizes its strides allow. fc_layers: hidden layers of the fc head on it (the paper's
+  fc6, fc7 on AlexNet)."""
+
+  build: Callable[..., Features]
+  strides: Tuple[int, ...]
+  min_input: int = 32
+  input_multiple: int = 16
+  fc_layers: int = 1
+
+
+BACKBONES: Dict[str, Backbone] = {
+    "alexnet": Backbone(lambda x, c: alexnet(x, c.width, c.norm), strides=(8, 16),
+                        min_input=67, input_multiple=1, fc_layers=2),
+    "resnet": Backbone(lambda x, c: resnet(x, c.width), strides=(4, 8, 16)),
+    "mobilenetv2": Backbone(lambda x, c: mobilenetv2(x, c.input_size, c.width,
+                                                     c.backbone_weights),
+                            strides=(4, 8, 16, 32)),
+}

@@ -1,24 +1,27 @@
-"""Heads: backbone features -> "joints" (B, K, 2), box-normalized (x, y) in [-0.5, 0.5]^2.
+"""Heads: backbone `Features` -> "joints" (B, K, 2), box-normalized (x, y) in [-0.5, 0.5]^2.
 
-  fc        the paper's: flatten, fully connected layers, a linear 2K output (model.py
-            builds AlexNet's exactly as the paper; this one serves the other backbones).
-  integral  fully convolutional: the coarsest features are upsampled and fused with the
-            stride-8 (optionally stride-4) features into K heatmaps (logits, layer
+  fc        the paper's: flatten the backbone's top map, fully connected layers (fc6, and
+            fc7 on AlexNet as the paper), a linear 2K output fc8.
+  integral  fully convolutional: the coarsest pyramid map is upsampled and fused with the
+            finer ones down to `heatmap_stride` into K heatmaps (logits, layer
             "heatmaps", (B, H, W, K)); a spatial softmax and the expected (x, y) over the
             heatmap's cell centres give the joints (soft-argmax, as DSNT and integral
             regression). The refinement crop around joint i reads heatmap i, like the fc
             head's output i. Every op is a TFLite builtin (softmax, matmul, resize).
+
+A new head is one function plus one `HEADS` entry.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+import dataclasses
+from typing import Callable, Dict, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-HEADS = ("fc", "integral")
+from deeppose_tf import backbones
 
 
 @keras.saving.register_keras_serializable(package="deeppose_tf")
@@ -82,16 +85,43 @@ def integral(feats: Dict[int, keras.KerasTensor], num_joints: int, channels: int
   return SoftArgmax(name="joints", dtype="float32")(logits)
 
 
-def fc(x, num_joints: int, fc_units: int, dropout: float,
-       mean_pose: Optional[np.ndarray]) -> keras.KerasTensor:
-  """Flatten -> Dense(fc_units) -> linear 2K starting at the mean pose (zero kernel)."""
+def fc(x, num_joints: int, fc_units: int, dropout: float, mean_pose: Optional[np.ndarray],
+       hidden: int = 1, output_init: str = "mean_pose") -> keras.KerasTensor:
+  """Flatten -> `hidden` (1 or 2) Dense(fc_units) ReLU layers fc6[, fc7] with dropout ->
+  linear 2K fc8. output_init 'mean_pose': zero kernel, bias the mean pose (B, K, 2) (zeros
+  when None); 'default': Keras' glorot init (the paper)."""
+  if hidden not in (1, 2):
+    raise ValueError(f"the fc head has 1 or 2 hidden layers (fc6, fc7), got {hidden}")
   x = keras.layers.Flatten(name="flatten")(x)
-  x = keras.layers.Dense(fc_units, activation="relu", name="fc6")(x)
-  if dropout > 0:
-    x = keras.layers.Dropout(dropout, name="drop6")(x)
-  bias = np.zeros(2 * num_joints, np.float32) if mean_pose is None else np.asarray(
-      mean_pose, np.float32).reshape(2 * num_joints)
-  out = keras.layers.Dense(2 * num_joints, kernel_initializer="zeros",
-                           bias_initializer=keras.initializers.Constant(bias), name="fc8",
-                           dtype="float32")(x)
+  for i in range(6, 6 + hidden):
+    x = keras.layers.Dense(fc_units, activation="relu", name=f"fc{i}")(x)
+    if dropout > 0:
+      x = keras.layers.Dropout(dropout, name=f"drop{i}")(x)
+  if output_init == "mean_pose":
+    bias = np.zeros(2 * num_joints, np.float32) if mean_pose is None else np.asarray(
+        mean_pose, np.float32).reshape(2 * num_joints)
+    out = keras.layers.Dense(2 * num_joints, kernel_initializer="zeros",
+                             bias_initializer=keras.initializers.Constant(bias), name="fc8",
+                             dtype="float32")(x)
+  else:
+    out = keras.layers.Dense(2 * num_joints, name="fc8", dtype="float32")(x)
   return keras.layers.Reshape((num_joints, 2), name="joints", dtype="float32")(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+  """A registry entry. build(features, config, mean_pose) -> joints (B, K, 2), features a
+  backbones.Features and config a model.ModelConfig. pyramid: reads the pyramid at
+  config.heatmap_stride and coarser (the backbone must have that stride)."""
+
+  build: Callable[..., keras.KerasTensor]
+  pyramid: bool = False
+
+
+HEADS: Dict[str, Head] = {
+    "fc": Head(lambda f, c, mean_pose: fc(
+        f.top, c.num_joints, c.fc_units, c.dropout, mean_pose,
+        hidden=backbones.BACKBONES[c.backbone].fc_layers, output_init=c.output_init)),
+    "integral": Head(lambda f, c, mean_pose: integral(
+        f.pyramid, c.num_joints, c.head_channels, c.heatmap_stride), pyramid=True),
+}

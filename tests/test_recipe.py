@@ -1,5 +1,6 @@
-"""The training recipe: affine augmentation, the integral head, losses, schedules, bfloat16
-training, the extra backbones, and the cached pipeline."""
+"""The training recipe: affine augmentation, fitting with each head, bfloat16 training, the
+integral cascade's export, and the cached pipeline (the networks, losses and schedules
+alone: test_models.py)."""
 
 import os
 import subprocess
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, subprocess_env
-from deeppose_tf import cascade, geometry, heads, pipeline
+from helpers import REPO, subprocess_env
+from deeppose_tf import cascade, geometry, losses, optim, pipeline
 from deeppose_tf import model as model_lib
+from deeppose_tf import workdir as workdir_lib
 from deeppose_tf.data import records
 from deeppose_tf.skeleton import LSP14
 
@@ -165,54 +167,6 @@ def test_cached_pipeline_matches_uncached(tiny_data):
     assert not np.array_equal(xa.numpy(), xc.numpy())  # shrunk pixels differ
 
 
-def test_soft_argmax_recovers_a_planted_peak():
-  """A Gaussian peak at a sub-cell position is recovered to well under 0.5 heatmap cells
-  (0.05), and a one-hot heatmap gives its cell's centre exactly."""
-  h = w = 16
-  rng = np.random.RandomState(0)
-  layer = heads.SoftArgmax()
-  for _ in range(5):
-    peak = rng.uniform(3, 13, 2)  # (x, y) in heatmap cells, centre convention
-    ys, xs = np.mgrid[0:h, 0:w] + 0.5
-    # The log of a Gaussian of std 1 cell: what the heatmap loss trains the logits towards.
-    logits = -((xs - peak[0]) ** 2 + (ys - peak[1]) ** 2) / 2.0
-    out = layer(np.repeat(logits[None, :, :, None], 3, axis=-1).astype(np.float32)).numpy()
-    got = (out[0] + 0.5) * [w, h]
-    assert np.abs(got - peak).max() < 0.05, (got, peak)  # (3, 2): every channel alike
-  one_hot = np.full((1, h, w, 1), -1e4, np.float32)
-  one_hot[0, 4, 11, 0] = 0.0
-  np.testing.assert_allclose(layer(one_hot).numpy()[0, 0], [11.5 / w - 0.5, 4.5 / h - 0.5],
-                             atol=1e-6)
-
-
-def test_losses_and_schedule():
-  y_true = np.zeros((1, 2, 3), np.float32)
-  y_true[0, :, 2] = [1, 0]
-  y_pred = np.array([[[0.1, -0.2], [5.0, 5.0]]], np.float32)
-  np.testing.assert_allclose(model_lib.coordinate_loss("l2")(y_true, y_pred), [0.05], rtol=1e-5)
-  np.testing.assert_allclose(model_lib.coordinate_loss("l1")(y_true, y_pred), [0.3], rtol=1e-5)
-  b = model_lib.SMOOTH_L1_BETA
-  np.testing.assert_allclose(model_lib.coordinate_loss("smooth_l1")(y_true, y_pred),
-                             [0.3 - b], rtol=1e-5)
-  with pytest.raises(ValueError, match="loss"):
-    model_lib.coordinate_loss("l3")
-  # The heatmap loss is smallest for logits peaked at the target.
-  target = np.array([[[0.1, -0.2, 1.0]]], np.float32)
-  centres = heads.cell_centres(8, 8)
-  d = np.sum(np.square((centres - target[0, 0, :2]) * 8), -1)
-  good = (-d).reshape(1, 8, 8, 1).astype(np.float32)
-  bad = (-np.sum(np.square((centres + 0.3) * 8), -1)).reshape(1, 8, 8, 1).astype(np.float32)
-  hm = model_lib.heatmap_loss(1.0)
-  assert float(hm(target, good)[0]) < float(hm(target, bad)[0])
-  sched = model_lib.WarmupSchedule(1e-3, 100, 10, "cosine")
-  lrs = [float(sched(s)) for s in (0, 9, 10, 55, 99)]
-  assert lrs[0] < lrs[1] and lrs[1] == pytest.approx(1e-3) and lrs[2] == pytest.approx(1e-3)
-  assert lrs[3] < lrs[2]
-  assert lrs[4] < 1e-5
-  step = model_lib.WarmupSchedule(1.0, 100, 0, "step")
-  assert [float(step(s)) for s in (0, 75, 95)] == pytest.approx([1.0, 0.1, 0.01])
-
-
 def _four_poses(size):
   rng = np.random.RandomState(0)
   poses = rng.uniform(-0.35, 0.35, (4, 14, 2)).astype(np.float32)
@@ -239,7 +193,7 @@ def test_small_network_with_each_head_fits_four_distinct_poses(backbone, head):
                                  fc_units=64, dropout=0.0, head_channels=16)
   net = model_lib.build_regressor(config, mean)
   targets = np.concatenate([poses, np.ones((4, 14, 1), np.float32)], -1)
-  net.compile(model_lib.make_optimizer("adam", 3e-3), model_lib.coordinate_loss("l1"))
+  net.compile(optim.make_optimizer("adam", 3e-3), losses.coordinate_loss("l1"))
   net.fit(images, targets, batch_size=4, epochs=250, verbose=0)
   pred = net(images, training=True).numpy()
   err_own = np.linalg.norm(pred - poses, axis=-1).mean(axis=-1)
@@ -266,32 +220,10 @@ def test_bfloat16_training_is_finite_and_saves_float32(tmp_path):
   saved = model_lib.with_precision(net, "float32")
   assert all(layer.compute_dtype == "float32" for layer in saved.layers)
   path = str(tmp_path / "m.keras")
-  cascade.save_model(saved, path)
+  workdir_lib.save_model(saved, path)
   loaded = keras.models.load_model(path, compile=False)
   assert loaded.input.dtype == "float32" and loaded.output.dtype == "float32"
   np.testing.assert_allclose(loaded(images).numpy(), net(images).numpy(), atol=0.02)
-
-
-def test_mobilenetv2_loads_a_user_weights_file(tmp_path):
-  """A weights file of keras.applications.MobileNetV2(include_top=False) (what a user saves
-  from an ImageNet download) loads into the backbone."""
-  keras.utils.set_random_seed(2)
-  source = keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.35,
-                                          include_top=False, weights=None)
-  path = str(tmp_path / "mobilenet_v2.weights.h5")
-  source.save_weights(path)
-  config = model_lib.ModelConfig(input_size=64, backbone="mobilenetv2", head="integral",
-                                 width=0.35, head_channels=16, backbone_weights=path)
-  net = model_lib.build_regressor(config)
-  inner = net.get_layer("backbone")
-  conv = source.get_layer("Conv1").get_weights()[0]
-  np.testing.assert_array_equal(inner.get_layer("Conv1").get_weights()[0], conv)
-  fresh = model_lib.build_regressor(model_lib.ModelConfig(
-      input_size=64, backbone="mobilenetv2", head="integral", width=0.35, head_channels=16))
-  assert not np.array_equal(fresh.get_layer("backbone").get_layer("Conv1").get_weights()[0],
-                            conv)
-  with pytest.raises(ValueError, match="mobilenetv2"):
-    model_lib.ModelConfig(backbone="resnet", input_size=64, backbone_weights=path)
 
 
 def test_integral_cascade_tflite_matches_saved_model(tiny_data, tmp_path):
@@ -304,13 +236,13 @@ def test_integral_cascade_tflite_matches_saved_model(tiny_data, tmp_path):
   config = model_lib.ModelConfig(input_size=size, backbone="resnet", head="integral",
                                  width=0.25, head_channels=16)
   for s in (1, 2):
-    os.makedirs(cascade.stage_dir(d, s))
+    os.makedirs(workdir_lib.stage_dir(d, s))
     net = model_lib.build_regressor(config, name=f"stage{s}")
     # Non-trivial heatmaps: random logit weights instead of an all-zero-ish start.
     w = net.get_layer("heatmaps").get_weights()
     net.get_layer("heatmaps").set_weights([np.random.RandomState(s).normal(
         0, 0.5, w[0].shape).astype(np.float32), w[1]])
-    cascade.save_model(net, cascade.model_path(d, s))
+    workdir_lib.save_model(net, workdir_lib.model_path(d, s))
   with open(os.path.join(d, "config.json"), "w") as f:
     json.dump({"skeleton": "lsp14", "input_size": size, "sigma": 2.0, "num_stages": 2,
                "data_dir": tiny_data, "train_split": "train"}, f)
@@ -368,7 +300,7 @@ def test_train_cli_integral_bfloat16_recipe_end_to_end(tiny_data, tmp_path):
   with open(os.path.join(workdir, "curves.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   for s in (1, 2):
-    net = keras.models.load_model(cascade.model_path(workdir, s), compile=False)
+    net = keras.models.load_model(workdir_lib.model_path(workdir, s), compile=False)
     assert all(layer.compute_dtype == "float32" for layer in net.layers)
     assert net.get_layer("heatmaps") is not None
   assert os.path.exists(os.path.join(workdir, "export", "1", "saved_model.pb"))

@@ -1,0 +1,71 @@
+"""The training losses: the masked coordinate loss on the joints (l2, l1, smooth_l1) and
+the heatmap cross-entropy for heads with heatmap logits."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from deeppose_tf import heads
+
+LOSSES = ("l2", "l1", "smooth_l1")
+# smooth_l1 is quadratic below this error (box-normalized units: 2% of the box side) and
+# linear above, so it keeps L1's robustness to far-off joints and L2's smooth optimum.
+SMOOTH_L1_BETA = 0.02
+
+
+def coordinate_loss(kind: str = "l2"):
+  """The masked coordinate loss: l2 (the paper: squared error), l1 or smooth_l1, summed
+  over x, y and the annotated joints.
+
+  The returned fn takes y_true (B, K, 3) = target (x, y) and mask, y_pred (B, K, 2), both
+  box-normalized, and returns (B,) per example; Keras averages over the global batch, so
+  replicas agree with a single device."""
+  if kind not in LOSSES:
+    raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
+
+  def loss(y_true, y_pred):
+    mask = y_true[..., 2]
+    err = tf.cast(y_pred, tf.float32) - y_true[..., :2]
+    if kind == "l2":
+      per = tf.square(err)
+    elif kind == "l1":
+      per = tf.abs(err)
+    else:
+      a = tf.abs(err)
+      per = tf.where(a < SMOOTH_L1_BETA, 0.5 * tf.square(a) / SMOOTH_L1_BETA,
+                     a - 0.5 * SMOOTH_L1_BETA)
+    return tf.reduce_sum(tf.reduce_sum(per, axis=-1) * mask, axis=-1)
+
+  loss.__name__ = f"masked_{kind}"
+  return loss
+
+
+masked_l2_loss = coordinate_loss("l2")
+
+
+def heatmap_loss(sigma: float = 1.0):
+  """Cross-entropy between the spatial softmax of the heatmap logits and a Gaussian of
+  std `sigma` heatmap cells at the target joint (the DSNT-style regularizer: it gives the
+  soft-argmax a peaked, unimodal heatmap to learn instead of any distribution with the
+  right mean, which is what makes the integral head learn fast from scratch).
+
+  The returned fn takes y_true (B, K, 3) box-normalized target and mask, y_pred (B, H, W, K)
+  logits; returns (B,), summed over annotated joints whose target lies inside the crop."""
+  if not sigma > 0:
+    raise ValueError(f"heatmap sigma must be > 0, got {sigma}")
+
+  def loss(y_true, y_pred):
+    h, w = y_pred.shape[1], y_pred.shape[2]
+    flat = heads.flat_heatmaps(y_pred)  # (B, K, HW)
+    centres = tf.constant(heads.cell_centres(h, w))  # (HW, 2) box-normalized
+    target = y_true[..., :2]  # (B, K, 2)
+    # Squared distance in heatmap cells from every cell centre to the target.
+    d = (centres[None, None] - target[:, :, None]) * tf.constant([w, h], tf.float32)
+    g = -tf.reduce_sum(tf.square(d), axis=-1) / (2.0 * sigma * sigma)
+    p = tf.nn.softmax(g, axis=-1)  # the normalized Gaussian over the cells
+    inside = tf.cast(tf.reduce_all(tf.abs(target) <= 0.5, axis=-1), tf.float32)
+    ce = -tf.reduce_sum(p * tf.nn.log_softmax(flat, axis=-1), axis=-1)  # (B, K)
+    return tf.reduce_sum(ce * y_true[..., 2] * inside, axis=-1)
+
+  loss.__name__ = "heatmap_ce"
+  return loss

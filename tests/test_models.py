@@ -1,0 +1,212 @@
+"""The networks alone: every backbone with every head it combines with (tiny sizes), the
+backbone/head registries, the losses and the learning-rate schedules."""
+
+import keras
+import numpy as np
+import pytest
+
+from deeppose_tf import backbones, heads, losses, optim
+from deeppose_tf import model as model_lib
+
+K = 5  # joints
+# The smallest input each backbone's strides allow, and a width that keeps it tiny.
+TINY = {"alexnet": dict(input_size=67, width=0.1),
+        "resnet": dict(input_size=32, width=0.125),
+        "mobilenetv2": dict(input_size=32, width=0.35)}
+COMBOS = [(b, h, s) for b in backbones.BACKBONES for h in heads.HEADS
+          for s in ((8, 4) if heads.HEADS[h].pyramid else (8,))
+          if not heads.HEADS[h].pyramid or s in backbones.BACKBONES[b].strides]
+
+
+def _config(backbone, head, heatmap_stride=8, **kw):
+  return model_lib.ModelConfig(num_joints=K, backbone=backbone, head=head, fc_units=8,
+                               dropout=0.0, head_channels=8, heatmap_stride=heatmap_stride,
+                               **{**TINY[backbone], **kw})
+
+
+def _images(net, n=2):
+  s = net.input_shape[1]
+  return np.random.RandomState(0).uniform(0, 255, (n, s, s, 3)).astype(np.float32)
+
+
+def test_every_backbone_and_head_combination_is_covered():
+  assert {(b, h) for b, h, _ in COMBOS} == {(b, h) for b in backbones.BACKBONES
+                                            for h in heads.HEADS}
+
+
+@pytest.mark.parametrize("backbone,head,stride", COMBOS)
+def test_each_combination_builds_and_predicts_joints(backbone, head, stride):
+  config = _config(backbone, head, stride)
+  mean = np.random.RandomState(1).uniform(-0.3, 0.3, (K, 2)).astype(np.float32)
+  net = model_lib.build_regressor(config, mean)
+  assert net.input_shape == (None, config.input_size, config.input_size, 3)
+  out = net(_images(net), training=False)
+  assert out.shape == (2, K, 2) and out.dtype == "float32"
+  assert np.all(np.isfinite(out.numpy()))
+  assert model_lib.forward_flops(net) > 0
+  train = model_lib.training_model(net)
+  if head == "integral":
+    maps = train(_images(net))["heatmaps"]
+    side = net.get_layer("heatmaps").output.shape[1]
+    assert maps.shape == (2, side, side, K)
+    assert abs(side - config.input_size / stride) <= 2
+  else:
+    assert train is net
+    # mean_pose output init: a zero kernel, so the fresh net predicts the mean pose.
+    np.testing.assert_allclose(out.numpy(), np.broadcast_to(mean, (2, K, 2)), atol=1e-6)
+
+
+@pytest.mark.parametrize("backbone,head", [(b, h) for b in backbones.BACKBONES
+                                           for h in heads.HEADS])
+def test_each_combination_under_bfloat16_outputs_float32(backbone, head):
+  net = model_lib.build_regressor(_config(backbone, head, precision="bfloat16"))
+  assert net.output.dtype == "float32"
+  out = net(_images(net), training=False)
+  assert out.dtype == "float32" and np.all(np.isfinite(out.numpy()))
+  assert any(layer.compute_dtype == "bfloat16" for layer in net.layers)
+  assert model_lib.forward_flops(net) > 0
+  saved = model_lib.with_precision(net, "float32")
+  assert all(layer.compute_dtype == "float32" for layer in saved.layers)
+  assert [w.shape for w in saved.weights] == [w.shape for w in net.weights]
+
+
+@pytest.mark.parametrize("backbone", list(backbones.BACKBONES))
+def test_backbones_return_their_taps_the_same_way(backbone):
+  """Features.pyramid has the registered strides, finer to coarser; top is the coarsest."""
+  config = _config(backbone, "fc")
+  spec = backbones.BACKBONES[backbone]
+  x = keras.Input((config.input_size, config.input_size, 3))
+  feats = spec.build(x, config)
+  assert isinstance(feats, backbones.Features)
+  assert tuple(sorted(feats.pyramid)) == spec.strides
+  sides = [feats.pyramid[s].shape[1] for s in spec.strides]
+  assert sides == sorted(sides, reverse=True) and len(set(sides)) == len(sides)
+  for s, side in zip(spec.strides, sides):
+    assert abs(side - config.input_size / s) <= 2, (s, side)
+  assert feats.top.shape[1] <= sides[-1]
+
+
+def test_fc_head_hidden_layers_and_output_init():
+  """The paper's fc6, fc7 on AlexNet, fc6 alone on the others; output_init 'default' is
+  Keras' glorot output layer (the paper) on every backbone."""
+  alex = model_lib.build_regressor(_config("alexnet", "fc"))
+  res = model_lib.build_regressor(_config("resnet", "fc"))
+  names = lambda net: {layer.name for layer in net.layers}
+  assert {"conv1", "conv5", "bn1", "pool5", "fc6", "fc7", "fc8", "joints"} <= names(alex)
+  assert {"fc6", "fc8", "joints"} <= names(res) and "fc7" not in names(res)
+  for backbone in ("alexnet", "resnet"):
+    net = model_lib.build_regressor(_config(backbone, "fc", output_init="default"))
+    assert np.abs(net.get_layer("fc8").get_weights()[0]).max() > 0
+  with pytest.raises(ValueError, match="hidden"):
+    heads.fc(keras.Input((4, 4, 2)), K, 8, 0.0, None, hidden=3)
+
+
+def test_alexnet_lrn_saves_and_loads(tmp_path):
+  net = model_lib.build_regressor(_config("alexnet", "fc", norm="lrn"))
+  assert net.get_layer("lrn1").compute_dtype == "float32"
+  path = str(tmp_path / "lrn.keras")
+  net.save(path)
+  loaded = keras.models.load_model(path, compile=False)
+  assert isinstance(loaded.get_layer("lrn2"), backbones.LocalResponseNorm)
+  np.testing.assert_array_equal(loaded(_images(net)).numpy(), net(_images(net)).numpy())
+
+
+def test_config_rejects_what_the_registries_do_not_allow():
+  with pytest.raises(ValueError, match="backbone must be one of"):
+    model_lib.ModelConfig(backbone="vgg")
+  with pytest.raises(ValueError, match="head must be one of"):
+    model_lib.ModelConfig(head="heatmap")
+  with pytest.raises(ValueError, match="too small"):
+    model_lib.ModelConfig(input_size=66)
+  with pytest.raises(ValueError, match="multiple of 16"):
+    model_lib.ModelConfig(backbone="resnet", input_size=40)
+  with pytest.raises(ValueError, match="heatmap_stride 4"):
+    model_lib.ModelConfig(backbone="alexnet", head="integral", heatmap_stride=4)
+  model_lib.ModelConfig(backbone="alexnet", head="fc", heatmap_stride=4)  # unused by fc
+
+
+def test_a_new_backbone_is_one_function_and_one_registry_entry(monkeypatch):
+  def toy(x, width):
+    c8 = keras.layers.Conv2D(4, 3, strides=8, padding="same", name="toy8")(x)
+    c16 = keras.layers.Conv2D(4, 3, strides=2, padding="same", name="toy16")(c8)
+    return backbones.Features({8: c8, 16: c16}, c16)
+
+  monkeypatch.setitem(backbones.BACKBONES, "toy", backbones.Backbone(
+      lambda x, c: toy(x, c.width), strides=(8, 16)))
+  for head in heads.HEADS:
+    config = model_lib.ModelConfig(num_joints=K, input_size=32, backbone="toy", head=head,
+                                   fc_units=8, head_channels=8)
+    net = model_lib.build_regressor(config)
+    assert net(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, K, 2)
+
+
+# Moved from test_recipe.py.
+
+def test_soft_argmax_recovers_a_planted_peak():
+  """A Gaussian peak at a sub-cell position is recovered to well under 0.5 heatmap cells
+  (0.05), and a one-hot heatmap gives its cell's centre exactly."""
+  h = w = 16
+  rng = np.random.RandomState(0)
+  layer = heads.SoftArgmax()
+  for _ in range(5):
+    peak = rng.uniform(3, 13, 2)  # (x, y) in heatmap cells, centre convention
+    ys, xs = np.mgrid[0:h, 0:w] + 0.5
+    # The log of a Gaussian of std 1 cell: what the heatmap loss trains the logits towards.
+    logits = -((xs - peak[0]) ** 2 + (ys - peak[1]) ** 2) / 2.0
+    out = layer(np.repeat(logits[None, :, :, None], 3, axis=-1).astype(np.float32)).numpy()
+    got = (out[0] + 0.5) * [w, h]
+    assert np.abs(got - peak).max() < 0.05, (got, peak)  # (3, 2): every channel alike
+  one_hot = np.full((1, h, w, 1), -1e4, np.float32)
+  one_hot[0, 4, 11, 0] = 0.0
+  np.testing.assert_allclose(layer(one_hot).numpy()[0, 0], [11.5 / w - 0.5, 4.5 / h - 0.5],
+                             atol=1e-6)
+
+
+def test_losses_and_schedule():
+  y_true = np.zeros((1, 2, 3), np.float32)
+  y_true[0, :, 2] = [1, 0]
+  y_pred = np.array([[[0.1, -0.2], [5.0, 5.0]]], np.float32)
+  np.testing.assert_allclose(losses.coordinate_loss("l2")(y_true, y_pred), [0.05], rtol=1e-5)
+  np.testing.assert_allclose(losses.coordinate_loss("l1")(y_true, y_pred), [0.3], rtol=1e-5)
+  b = losses.SMOOTH_L1_BETA
+  np.testing.assert_allclose(losses.coordinate_loss("smooth_l1")(y_true, y_pred),
+                             [0.3 - b], rtol=1e-5)
+  with pytest.raises(ValueError, match="loss"):
+    losses.coordinate_loss("l3")
+  # The heatmap loss is smallest for logits peaked at the target.
+  target = np.array([[[0.1, -0.2, 1.0]]], np.float32)
+  centres = heads.cell_centres(8, 8)
+  d = np.sum(np.square((centres - target[0, 0, :2]) * 8), -1)
+  good = (-d).reshape(1, 8, 8, 1).astype(np.float32)
+  bad = (-np.sum(np.square((centres + 0.3) * 8), -1)).reshape(1, 8, 8, 1).astype(np.float32)
+  hm = losses.heatmap_loss(1.0)
+  assert float(hm(target, good)[0]) < float(hm(target, bad)[0])
+  sched = optim.WarmupSchedule(1e-3, 100, 10, "cosine")
+  lrs = [float(sched(s)) for s in (0, 9, 10, 55, 99)]
+  assert lrs[0] < lrs[1] and lrs[1] == pytest.approx(1e-3) and lrs[2] == pytest.approx(1e-3)
+  assert lrs[3] < lrs[2]
+  assert lrs[4] < 1e-5
+  step = optim.WarmupSchedule(1.0, 100, 0, "step")
+  assert [float(step(s)) for s in (0, 75, 95)] == pytest.approx([1.0, 0.1, 0.01])
+
+
+def test_mobilenetv2_loads_a_user_weights_file(tmp_path):
+  """A weights file of keras.applications.MobileNetV2(include_top=False) (what a user saves
+  from an ImageNet download) loads into the backbone."""
+  keras.utils.set_random_seed(2)
+  source = keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.35,
+                                          include_top=False, weights=None)
+  path = str(tmp_path / "mobilenet_v2.weights.h5")
+  source.save_weights(path)
+  config = model_lib.ModelConfig(input_size=64, backbone="mobilenetv2", head="integral",
+                                 width=0.35, head_channels=16, backbone_weights=path)
+  net = model_lib.build_regressor(config)
+  inner = net.get_layer("backbone")
+  conv = source.get_layer("Conv1").get_weights()[0]
+  np.testing.assert_array_equal(inner.get_layer("Conv1").get_weights()[0], conv)
+  fresh = model_lib.build_regressor(model_lib.ModelConfig(
+      input_size=64, backbone="mobilenetv2", head="integral", width=0.35, head_channels=16))
+  assert not np.array_equal(fresh.get_layer("backbone").get_layer("Conv1").get_weights()[0],
+                            conv)
+  with pytest.raises(ValueError, match="mobilenetv2"):
+    model_lib.ModelConfig(backbone="resnet", input_size=64, backbone_weights=path)
