@@ -5,16 +5,11 @@ Stage 1 regresses all joints from the crop of the initial box; stage s >= 2 cuts
 side sigma * diam(y^{s-1}) around every joint, sends all B x K crops through its network as
 one batch, and moves joint i by output i of crop i (paper Sec. 3.2).
 
-Workdir layout of a trained cascade:
-  config.json                      skeleton, input_size, sigma, ... (written by train.py)
-  stage{s}/model.keras             the trained stage network
-  stage{s}/displacement.json       per-joint mean/covariance of stage s's error, in units
-                                   of the joint box side (feeds stage s + 1's training)
+A trained cascade lives in a workdir (its layout and files: workdir.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Callable, Optional, Sequence
 
@@ -22,32 +17,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deeppose_tf import atomic, geometry
+from deeppose_tf import geometry
+from deeppose_tf import workdir as workdir_lib
 from deeppose_tf import model as _model  # also registers LocalResponseNorm for loading
 from deeppose_tf.skeleton import Skeleton, get_skeleton
-
-
-def stage_dir(workdir: str, stage: int) -> str:
-  return os.path.join(workdir, f"stage{stage}")
-
-
-def model_path(workdir: str, stage: int) -> str:
-  return os.path.join(stage_dir(workdir, stage), "model.keras")
-
-
-def stats_path(workdir: str, stage: int) -> str:
-  return os.path.join(stage_dir(workdir, stage), "displacement.json")
-
-
-def save_model(model: keras.Model, path: str) -> None:
-  """Saves a .keras file crash-safely (Keras insists on the suffix, so the temp keeps it)."""
-  tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-" + os.path.basename(path))
-  try:
-    model.save(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 class Cascade:
@@ -87,27 +60,28 @@ class Cascade:
       crops = self.crop(images, tf.reshape(jboxes, [-1, 4]), tf.repeat(tf.range(b), k), size)
       out = tf.reshape(net(crops, training=False), [b, k, k, 2])
       out = tf.reduce_sum(out * own, axis=2)  # (B, K, 2) box-normalized per joint box
-      pose = jboxes[..., 0:2] + out * jboxes[..., 2:4]
+      # Each joint back to pixels from its own box (one point per box).
+      pose = geometry.denormalize(out[..., None, :], jboxes)[..., 0, :]
       poses.append(pose)
     return tf.stack(poses, axis=1)
 
   @classmethod
   def load(cls, workdir: str, num_stages: Optional[int] = None,
            precision: str = "float32") -> "Cascade":
-    """Loads stages 1..num_stages (default: every trained stage) from a workdir, computing
-    in `precision` (model.with_precision: float32, or bfloat16 for about 2x faster CPU
-    inference)."""
-    config = read_config(workdir)
+    """Loads stages 1..num_stages (default: config.json's num_stages, every one of which
+    must be trained: a missing one is an error, never a silently shorter cascade) from a
+    workdir, computing in `precision` (model.with_precision: float32, or bfloat16, faster on
+    CPUs with bfloat16 matmuls)."""
+    config = workdir_lib.read_config(workdir)
     n = num_stages or config["num_stages"]
     models = []
     for s in range(1, n + 1):
-      path = model_path(workdir, s)
+      path = workdir_lib.model_path(workdir, s)
       if not os.path.exists(path):
-        if num_stages is None and s > 1:
-          break
-        raise ValueError(f"stage {s} has no trained model at {path}; train it with "
-                         f"`python -m deeppose_tf.train --workdir={workdir} --stage={s}`")
-      models.append(keras.models.load_model(path, compile=False))
+        raise ValueError(f"the cascade in {workdir} has {n} stages but stage {s} has no "
+                         f"trained model: {path} is missing; train it with `python -m "
+                         f"deeppose_tf.train --workdir={workdir} --stage={s}` (same flags)")
+      models.append(workdir_lib.load_model(path))
     return cls(models, get_skeleton(config["skeleton"]), config["sigma"],
                config["input_size"]).with_precision(precision)
 
@@ -117,15 +91,6 @@ class Cascade:
       return self
     return Cascade([_model.with_precision(net, precision) for net in self.stages],
                    self.skeleton, self.sigma, self.input_size, self.crop)
-
-
-def read_config(workdir: str) -> dict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise ValueError(f"{workdir!r} holds no trained cascade ({path} is missing); train one "
-                     "with `python -m deeppose_tf.train --workdir=...`")
-  with open(path) as f:
-    return json.load(f)
 
 
 def displacement_stats(pred, true, visible, skeleton: Skeleton, sigma: float,
@@ -152,7 +117,7 @@ def displacement_stats(pred, true, visible, skeleton: Skeleton, sigma: float,
   true = np.asarray(true, np.float64)
   vis = np.asarray(visible) > 0
   a, b = skeleton.diameter_indices
-  side = sigma * np.linalg.norm(true[:, a] - true[:, b], axis=-1)
+  side = sigma * geometry.diameter(true, (a, b)).numpy()
   usable = vis[:, a] & vis[:, b] & (side > 0)
   k = skeleton.num_joints
   mean = np.zeros((k, 2))
@@ -176,18 +141,3 @@ def displacement_stats(pred, true, visible, skeleton: Skeleton, sigma: float,
   chol = np.linalg.cholesky(cov + np.eye(2) * 1e-6)
   return {"mean": mean.tolist(), "cov": cov.tolist(), "chol": chol.tolist(),
           "count": counts.tolist(), "inside": inside.tolist(), "trim": trim, "sigma": sigma}
-
-
-def save_stats(workdir: str, stage: int, stats: dict) -> None:
-  os.makedirs(stage_dir(workdir, stage), exist_ok=True)
-  atomic.write_text(stats_path(workdir, stage), json.dumps(stats, indent=1))
-
-
-def load_stats(workdir: str, stage: int) -> dict:
-  path = stats_path(workdir, stage)
-  if not os.path.exists(path):
-    raise ValueError(
-        f"stage {stage + 1} needs stage {stage}'s displacement statistics at {path}; produce "
-        f"them with `python -m deeppose_tf.train --workdir={workdir} --stage={stage}`")
-  with open(path) as f:
-    return json.load(f)

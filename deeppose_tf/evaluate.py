@@ -1,6 +1,6 @@
 """Evaluates a trained cascade on a split: PCP and PDJ per stage against the mean pose.
 
-  python -m deeppose_tf.evaluate --workdir=DIR [--split=test] [--limit=N]
+  python -m deeppose_tf.evaluate --workdir=DIR [--eval_split=test] [--eval_limit=N]
       [--tflite=MODEL.tflite] [--precision=float32|bfloat16] [--report_dir=DIR]
 
 --tflite evaluates a converted model (export --format=tflite, any quantization) in the LiteRT
@@ -25,13 +25,14 @@ import numpy as np
 from absl import app, flags
 
 from deeppose_tf import atomic, cascade, geometry, metrics, predict, report
+from deeppose_tf import workdir as workdir_lib
+from deeppose_tf.data import records
 from deeppose_tf.skeleton import get_skeleton
 
 
 def mean_pose_baseline(workdir: str, boxes: np.ndarray) -> np.ndarray:
   """The mean training pose placed in each image's initial box: (N, K, 2) image pixels."""
-  with open(os.path.join(workdir, "mean_pose.json")) as f:
-    pose = np.asarray(json.load(f)["mean_pose"], np.float32)
+  pose = workdir_lib.read_mean_pose(workdir)
   return geometry.denormalize(np.broadcast_to(pose, (len(boxes),) + pose.shape),
                               boxes).numpy()
 
@@ -43,10 +44,10 @@ def _entry(summary: dict, **extra) -> dict:
 def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
         limit: Optional[int] = None, batch_size: int = 16, num_examples: int = 8,
         tflite: Optional[str] = None, report_dir: Optional[str] = None,
-        precision: str = "float32") -> dict:
-  """Evaluates every trained stage of the cascade in `workdir` (or the .tflite file
-  `tflite` made from it); returns the report dict."""
-  config = cascade.read_config(workdir)
+        precision: str = "float32", num_stages: Optional[int] = None) -> dict:
+  """Evaluates the cascade in `workdir` (stages 1..num_stages, default all of config.json's;
+  or the .tflite file `tflite` made from it); returns the report dict."""
+  config = workdir_lib.read_config(workdir)
   data_dir = data_dir or config["data_dir"]
   if tflite and precision != "float32":
     raise ValueError("--precision applies to the Keras cascade; a .tflite file has its own "
@@ -57,9 +58,10 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
     report_dir = report_dir or os.path.splitext(tflite)[0] + "-report"
     what = tflite
   else:
-    casc = cascade.Cascade.load(workdir, precision=precision)
+    casc = cascade.Cascade.load(workdir, num_stages=num_stages, precision=precision)
     report_dir = report_dir or workdir
     what = workdir
+  records.verify_split(data_dir, split)  # a cut split must not score fewer images silently
   os.makedirs(report_dir, exist_ok=True)
   skeleton = casc.skeleton
   out = predict.predict_split(casc, data_dir, split, limit=limit or None,
@@ -116,26 +118,41 @@ def _json_default(o):
 
 
 FLAGS = flags.FLAGS
-if __name__ == "__main__":
-  flags.DEFINE_string("workdir", None, "Workdir of a trained cascade.")
-  flags.DEFINE_string("split", "test", "Split to evaluate (test; val for lspet).")
-  flags.DEFINE_string("data_dir", None, "TFRecords folder; default: the one training used.")
-  flags.DEFINE_integer("limit", 0, "Evaluate at most this many images (0 = all).")
-  flags.DEFINE_integer("batch_size", 16, "Images per batch (the Keras cascade).")
+
+
+def define_flags() -> None:
+  """The command's flags (only when run as the entry point: train imports this module).
+  Names shared with train (--workdir, --data_dir, --eval_*, --precision) mean the same."""
+  flags.DEFINE_string("workdir", None, "Workdir of a trained cascade (python -m "
+                      "deeppose_tf.train --workdir=...).")
+  flags.DEFINE_string("eval_split", "test", "Split to evaluate: test (synthetic, lsp, flic) "
+                      "or val (lspet).")
+  flags.DEFINE_string("data_dir", None, "Folder of prepared TFRecords; default: the one "
+                      "training used (config.json).")
+  flags.DEFINE_integer("eval_limit", 0, "Evaluate at most this many images (0 = all).",
+                       lower_bound=0)
+  flags.DEFINE_integer("eval_batch_size", 16, "Images per batch (the Keras cascade).",
+                       lower_bound=1)
   flags.DEFINE_string("tflite", None, "Evaluate this .tflite model of the workdir's cascade "
                       "(LiteRT interpreter, one image per call) instead of the Keras models.")
   flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "Compute precision of "
                     "the Keras cascade's networks (what `export --precision` would ship).")
   flags.DEFINE_string("report_dir", None, "Where the reports go (default: the workdir; with "
                       "--tflite, MODEL-report/ beside the .tflite file).")
+  # The names before the flags were unified across commands.
+  flags.DEFINE_alias("split", "eval_split")
+  flags.DEFINE_alias("limit", "eval_limit")
+  flags.DEFINE_alias("batch_size", "eval_batch_size")
   flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
-  del argv
-  run(FLAGS.workdir, FLAGS.split, FLAGS.data_dir, FLAGS.limit, FLAGS.batch_size,
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  run(FLAGS.workdir, FLAGS.eval_split, FLAGS.data_dir, FLAGS.eval_limit, FLAGS.eval_batch_size,
       tflite=FLAGS.tflite, report_dir=FLAGS.report_dir, precision=FLAGS.precision)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -10,7 +10,11 @@ import os
 from absl import flags
 
 from deeppose_tf.config import Settings
+from deeppose_tf.data import datasets
+from deeppose_tf import backbones, heads, losses, optim
+from deeppose_tf import model as model_lib
 from deeppose_tf.model import ModelConfig
+from deeppose_tf.pipeline import RECIPE_AUGMENT as RECIPE  # the augmentation defaults
 from deeppose_tf.pipeline import AugmentConfig
 from deeppose_tf.trainer import FitConfig
 
@@ -19,11 +23,20 @@ def define_train_flags() -> None:
   d = flags
   d.DEFINE_string("workdir", None, "Folder for data (synthetic), checkpoints, models, logs, "
                   "statistics and the evaluation report. Rerunning resumes.")
-  d.DEFINE_string("dataset", "synthetic", "synthetic | lsp | lspet | flic.")
+  d.DEFINE_string("dataset", "synthetic", f"Dataset to train on. {datasets.describe()}.")
+
+  def known_dataset(name):  # an unknown one fails at parsing, naming the known ones
+    try:
+      datasets.get(name)
+    except ValueError as e:
+      raise flags.ValidationError(str(e)) from None
+    return True
+  d.register_validator("dataset", known_dataset)
   d.DEFINE_string("data_dir", None, "Folder of prepared TFRecords (deeppose_tf.data.prepare). "
                   "Default: WORKDIR/data.")
-  d.DEFINE_string("source_dir", None, "Original dataset files; when given and --data_dir "
-                  "holds no records yet, they are prepared first.")
+  d.DEFINE_string("source_dir", None, "Folder of the original dataset files (as prepare's "
+                  "--source_dir); when given and --data_dir lacks the held-out split, the "
+                  "dataset is prepared into --data_dir first.")
   d.DEFINE_integer("num_train", 5000, "Synthetic: training images to generate.")
   d.DEFINE_integer("num_test", 500, "Synthetic: test images to generate.")
   d.DEFINE_integer("num_stages", 3, "Cascade stages S (the paper: 3).")
@@ -34,8 +47,8 @@ def define_train_flags() -> None:
   d.DEFINE_integer("batch_size", 128, "Global batch size (split over replicas). Refinement "
                    "stages count crops.")
   d.DEFINE_float("learning_rate", 1e-4, "Learning rate (the paper: 5e-4 with Adagrad).")
-  d.DEFINE_enum("optimizer", "adam", ["adam", "adagrad", "sgd"], "Optimizer (the paper: "
-                "adagrad; adam learns more reliably from scratch, see design.md).")
+  d.DEFINE_enum("optimizer", "adam", list(optim.OPTIMIZERS), "Optimizer (the paper: "
+                "adagrad; adam learns more reliably from scratch: BUILD.md, Training).")
   d.DEFINE_integer("input_size", 220, "Crop side S in pixels (the paper: 220).")
   d.DEFINE_float("width", 1.0, "Multiplier on the AlexNet convolution filter counts.")
   d.DEFINE_integer("fc_units", 4096, "Units of the two fully connected layers.")
@@ -47,27 +60,27 @@ def define_train_flags() -> None:
   d.DEFINE_float("sigma", 2.0, "Refinement box side in torso diameters (FLIC 1.0, LSP 2.0).")
   d.DEFINE_integer("draws", 40, "Refinement crops drawn per training image per visit (the "
                    "paper: 40 per joint).")
-  d.DEFINE_float("translate", 0.15, "Training box jitter: max centre shift, fraction of size "
+  d.DEFINE_float("translate", RECIPE.translate, "Training box jitter: max centre shift, fraction of size "
                  "(the paper-style light jitter: 0.05).")
-  d.DEFINE_list("scale", ["0.7", "1.3"], "Box scale jitter range min,max (paper-style: "
+  d.DEFINE_list("scale", [str(v) for v in RECIPE.scale], "Box scale jitter range min,max (paper-style: "
                 "0.9,1.1).")
-  d.DEFINE_float("rotate", 30.0, "Max random rotation in degrees (uniform in +-rotate); 0 "
+  d.DEFINE_float("rotate", RECIPE.rotate, "Max random rotation in degrees (uniform in +-rotate); 0 "
                  "turns it off (the paper). Shift, scale, rotation and flip are one affine "
                  "warp per crop; joints are mapped by the same transform.")
-  d.DEFINE_boolean("flip", True, "Random left/right mirroring with joint relabelling.")
-  d.DEFINE_float("brightness", 0.2, "Colour jitter: max brightness change, fraction of the "
+  d.DEFINE_boolean("flip", RECIPE.flip, "Random left/right mirroring with joint relabelling.")
+  d.DEFINE_float("brightness", RECIPE.brightness, "Colour jitter: max brightness change, fraction of the "
                  "0-255 range (0 = off).")
-  d.DEFINE_float("contrast", 0.3, "Colour jitter: contrast factor in [1-c, 1+c] (0 = off).")
-  d.DEFINE_float("saturation", 0.3, "Colour jitter: saturation factor in [1-s, 1+s] "
+  d.DEFINE_float("contrast", RECIPE.contrast, "Colour jitter: contrast factor in [1-c, 1+c] (0 = off).")
+  d.DEFINE_float("saturation", RECIPE.saturation, "Colour jitter: saturation factor in [1-s, 1+s] "
                  "(0 = off).")
   d.DEFINE_integer("cache_max_side", 320, "Keep the decoded training images in memory, "
                    "shrunk to at most this many pixels on the longer side, instead of "
                    "decoding every JPEG on every visit; 0 keeps full size, -1 turns the "
                    "cache off (for splits that do not fit in memory).")
-  d.DEFINE_enum("backbone", "alexnet", ["alexnet", "resnet", "mobilenetv2"], "alexnet: the "
+  d.DEFINE_enum("backbone", "alexnet", list(backbones.BACKBONES), "alexnet: the "
                 "paper's; resnet: a small ResNet that trains from scratch on a CPU; "
                 "mobilenetv2: keras.applications' (see --backbone_weights).")
-  d.DEFINE_enum("head", "fc", ["fc", "integral"], "fc: the paper's fully connected "
+  d.DEFINE_enum("head", "fc", list(heads.HEADS), "fc: the paper's fully connected "
                 "regressor; integral: K heatmaps decoded by soft-argmax (DSNT / integral "
                 "regression), fully convolutional.")
   d.DEFINE_integer("heatmap_stride", 8, "Integral head: heatmap cell size in input pixels "
@@ -76,16 +89,16 @@ def define_train_flags() -> None:
   d.DEFINE_string("backbone_weights", None, "mobilenetv2 only: 'imagenet' (needs a download) "
                   "or the path of a weights file of keras.applications.MobileNetV2("
                   "include_top=False) with alpha = --width.")
-  d.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "Training compute dtype. "
+  d.DEFINE_enum("precision", "float32", list(model_lib.PRECISIONS), "Training compute dtype. "
                 "bfloat16 is Keras mixed precision (float32 variables; output layers float32); "
                 "saved and exported models are float32 either way.")
-  d.DEFINE_enum("loss", "l2", ["l2", "l1", "smooth_l1"], "Coordinate loss on box-normalized "
+  d.DEFINE_enum("loss", "l2", list(losses.LOSSES), "Coordinate loss on box-normalized "
                 "joints, summed over annotated joints (l2: the paper).")
   d.DEFINE_float("heatmap_loss_weight", 0.0, "Integral head: weight of the heatmap "
                  "cross-entropy against a Gaussian at the target (DSNT-style "
                  "regularizer); 0 = coordinate loss only.")
   d.DEFINE_float("heatmap_sigma", 1.0, "Std of that Gaussian, in heatmap cells.")
-  d.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine", "step"], "Learning rate "
+  d.DEFINE_enum("lr_schedule", "constant", list(optim.SCHEDULES), "Learning rate "
                 "after warm-up: constant, cosine decay to 0 over the stage, or x0.1 at 70% "
                 "and 90% of it.")
   d.DEFINE_integer("warmup_steps", 0, "Linear learning-rate warm-up steps at the start of "
@@ -128,6 +141,56 @@ def define_train_flags() -> None:
                   "their shapes match, the rest keep their initialization. A stage that "
                   "resumes from its checkpoint ignores it.")
   d.mark_flag_as_required("workdir")
+  for name, (lo, hi) in TRAIN_RANGES.items():
+    register_range(name, lo, hi)
+
+
+# Allowed values of the numeric training flags: (low, high), "(" = excluded, None = open.
+# Checked when the flags are parsed, so a bad value stops the command before any work with
+# a message naming the flag, its value and the range.
+TRAIN_RANGES = {
+    "num_train": ("[1", None), "num_test": ("[1", None), "num_stages": ("[1", None),
+    "stage": ("[1", None), "batch_size": ("[1", None), "learning_rate": ("(0", None),
+    "input_size": ("[16", None), "width": ("(0", None), "fc_units": ("[1", None),
+    "dropout": ("[0", "1)"), "sigma": ("(0", None), "draws": ("[1", None),
+    "translate": ("[0", "1]"), "rotate": ("[0", "180]"), "brightness": ("[0", "1]"),
+    "contrast": ("[0", "1]"), "saturation": ("[0", "1]"), "cache_max_side": ("[-1", None),
+    "heatmap_stride": ("[1", None), "head_channels": ("[1", None),
+    "heatmap_loss_weight": ("[0", None), "heatmap_sigma": ("(0", None),
+    "warmup_steps": ("[0", None), "weight_decay": ("[0", None), "curve_every": ("[0", None),
+    "curve_images": ("[1", None), "cpu_replicas": ("[1", None),
+    "checkpoint_every": ("[1", None), "stats_images": ("[0", None),
+    "stats_trim": ("(0", "1]"), "eval_limit": ("[0", None), "eval_batch_size": ("[1", None),
+}
+
+
+def _describe(lo, hi) -> str:
+  left = f"{lo[0]}{lo[1:]}" if lo else "(-inf"
+  right = f"{hi[:-1]}{hi[-1]}" if hi else "inf)"
+  return f"{left}, {right}"
+
+
+def register_range(name: str, lo, hi, flag_values=flags.FLAGS) -> None:
+  """Validates flag `name` against the interval lo..hi ("[1" = from 1 included, "(0" = above
+  0, "1]" / "1)" likewise; None = unbounded), refusing NaN and inf too."""
+  import math
+
+  def check(value):
+    if value is None:
+      return True
+    bad = isinstance(value, float) and not math.isfinite(value)
+    if lo is not None:
+      low = float(lo[1:])
+      bad |= value < low or (lo[0] == "(" and value == low)
+    if hi is not None:
+      high = float(hi[:-1])
+      bad |= value > high or (hi[-1] == ")" and value == high)
+    if bad:
+      raise flags.ValidationError(f"--{name}={value} is outside the allowed range "
+                                  f"{_describe(lo, hi)}")
+    return True
+
+  flags.register_validator(name, check, flag_values=flag_values)
 
 
 def resolve_data_dir(f) -> str:
@@ -135,11 +198,18 @@ def resolve_data_dir(f) -> str:
 
 
 def stage_settings(f, skeleton, data_dir: str) -> Settings:
-  steps = [int(s) for s in f.steps_per_stage]
+  try:
+    steps = [int(s) for s in f.steps_per_stage]
+  except ValueError:
+    raise ValueError(f"--steps_per_stage must be positive integers, got "
+                     f"{f.steps_per_stage}") from None
   if not steps or any(s <= 0 for s in steps):
     raise ValueError(f"--steps_per_stage must be positive integers, got {f.steps_per_stage}")
-  scale = tuple(float(s) for s in f.scale)
-  if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
+  try:
+    scale = tuple(float(s) for s in f.scale)
+  except ValueError:
+    scale = ()
+  if len(scale) != 2 or not 0 < scale[0] <= scale[1] < float("inf"):
     raise ValueError(f"--scale must be min,max with 0 < min <= max, got {f.scale}")
   if f.stage is not None and not 1 <= f.stage <= f.num_stages:
     raise ValueError(f"--stage={f.stage} is outside 1..--num_stages={f.num_stages}")

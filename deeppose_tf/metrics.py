@@ -19,6 +19,7 @@ from typing import Dict
 
 import numpy as np
 
+from deeppose_tf import geometry
 from deeppose_tf.skeleton import Skeleton
 
 # The radii of the paper's PDJ curves (Figs. 3-5): fractions of the torso diameter.
@@ -81,9 +82,8 @@ def torso_diameter(joints, skeleton: Skeleton) -> np.ndarray:
   if joints.ndim < 2 or joints.shape[-2:] != (skeleton.num_joints, 2):
     raise ValueError(f"joints must have shape (N, {skeleton.num_joints}, 2) for skeleton "
                      f"{skeleton.name!r}; got {joints.shape}")
-  a, b = skeleton.diameter_indices
-  with np.errstate(invalid="ignore", over="ignore"):
-    return np.linalg.norm(joints[..., a, :] - joints[..., b, :], axis=-1)
+  # geometry.diameter is the one formula; float64 in, float64 out (NaN stays NaN).
+  return geometry.diameter(joints, skeleton.diameter_indices).numpy()
 
 
 def pcp(pred, true, visible, skeleton: Skeleton, thresh: float = 0.5) -> dict:

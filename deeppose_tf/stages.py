@@ -15,15 +15,15 @@ workers different refinement crops.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
 import numpy as np
 from absl import logging
 
-from deeppose_tf import atomic, cascade, curves, pipeline, predict, trainer
+from deeppose_tf import cascade, curves, distribute, pipeline, predict, trainer
 from deeppose_tf import model as model_lib
+from deeppose_tf import workdir as workdir_lib
 from deeppose_tf.config import Settings
 
 
@@ -32,31 +32,38 @@ def mean_pose(workdir: str, settings: Settings, write: bool = True) -> np.ndarra
 
   write=False (non-chief workers) computes it without caching: it is a cheap,
   deterministic pass over the annotations."""
-  path = os.path.join(workdir, "mean_pose.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      return np.asarray(json.load(f)["mean_pose"], np.float32)
-  pose = pipeline.mean_pose(settings.data_dir, settings.train_split,
-                            settings.skeleton)
+  if os.path.exists(workdir_lib.mean_pose_path(workdir)):
+    return workdir_lib.read_mean_pose(workdir, settings.skeleton.num_joints)
+  pose = pipeline.mean_pose(settings.data_dir, settings.train_split, settings.skeleton)
   if write:
-    atomic.write_text(path, json.dumps({"mean_pose": pose.tolist()}))
+    workdir_lib.write_mean_pose(workdir, pose)
   return pose
-
-
-def is_finished(workdir: str, stage: int) -> bool:
-  return (os.path.exists(cascade.model_path(workdir, stage))
-          and os.path.exists(cascade.stats_path(workdir, stage)))
 
 
 def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
   """Trains stage `stage` unless finished; returns True when it trained.
 
   Every worker of a multi-worker strategy calls this with the same arguments."""
-  chief = trainer.is_chief(strategy)
-  finished = is_finished(workdir, stage)
-  trainer.check_same_on_workers(strategy, finished, f"whether stage {stage} is finished")
+  chief = distribute.is_chief(strategy)
+  finished = workdir_lib.is_finished(workdir, stage)
+  distribute.check_same_on_workers(strategy, finished, f"whether stage {stage} is finished")
   if finished:
     logging.info("stage %d is already trained in %s; skipping", stage, workdir)
+    return False
+  has_model = os.path.exists(workdir_lib.model_path(workdir, stage))
+  distribute.check_same_on_workers(strategy, has_model, f"whether stage {stage} has a model")
+  if has_model:
+    # Trained, but its statistics were lost (deleted, or a crash between the two writes).
+    # Retraining would overwrite a model the later stages were trained against: recompute
+    # the statistics from it instead.
+    logging.warning("stage %d has a model but no displacement statistics (%s); recomputing "
+                    "them from %s", stage, workdir_lib.stats_path(workdir, stage),
+                    workdir_lib.model_path(workdir, stage))
+    if chief:
+      write_stats(workdir, stage, settings)
+    distribute.barrier(strategy)
+    if not chief:
+      distribute.wait_for_files([workdir_lib.stats_path(workdir, stage)])
     return False
   skeleton = settings.skeleton
   refine = None
@@ -64,12 +71,12 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
     bias = mean_pose(workdir, settings, write=chief)
   else:
     for s in range(1, stage):
-      if not os.path.exists(cascade.model_path(workdir, s)):
+      if not os.path.exists(workdir_lib.model_path(workdir, s)):
         raise ValueError(
-            f"stage {stage} needs stage {s}'s model at {cascade.model_path(workdir, s)}; "
+            f"stage {stage} needs stage {s}'s model at {workdir_lib.model_path(workdir, s)}; "
             f"train it with `python -m deeppose_tf.train --workdir={workdir} --stage={s}` "
             "(same flags)")
-    stats = cascade.load_stats(workdir, stage - 1)
+    stats = workdir_lib.load_stats(workdir, stage - 1)
     refine = settings.refine_for(stats)
     # A refinement target is the joint seen from a box centred at y + delta: -delta on
     # average, so the output starts at minus the previous stage's mean displacement.
@@ -87,8 +94,8 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
     # these images, which a refinement stage on a CPU budget cannot learn from scratch.
     # The fc head's output layer keeps its own start (minus the mean displacement).
     pretrained = {name: w for name, w in model_lib.pretrained_weights(
-        cascade.model_path(workdir, stage - 1)).items() if name != "fc8"}
-    init_from = cascade.model_path(workdir, stage - 1)
+        workdir_lib.model_path(workdir, stage - 1)).items() if name != "fc8"}
+    init_from = workdir_lib.model_path(workdir, stage - 1)
   else:
     init_from = settings.init_weights
 
@@ -112,10 +119,10 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
     evaluator = curves.make_val_evaluator(
         prev, skeleton, settings.sigma, settings.model.input_size, settings.data_dir,
         settings.eval_split, settings.curve_images)
-    json_path = os.path.join(workdir, "curves.json")
+    json_path = workdir_lib.curves_json(workdir)
+    tb_dir = os.path.join(workdir_lib.log_dir(workdir, stage), "curves")
     return [curves.ValCurve(lambda _model: evaluator(nets["net"]), settings.curve_every,
-                            stage, json_path, os.path.join(workdir, "logs", f"stage{stage}",
-                                                           "curves"),
+                            stage, json_path, tb_dir,
                             initial_step=start_step, batch_size=settings.batch_size,
                             minutes_offset=curves.last_minutes(json_path, stage - 1)
                             if stage > 1 else 0.0)]
@@ -126,35 +133,37 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
         settings.batch_size, settings.seed + 1000 * stage, settings.augment, refine,
         start_index=start_step * settings.batch_size, cache_max_side=settings.cache_max_side)
 
-  sdir = cascade.stage_dir(workdir, stage)
+  sdir = workdir_lib.stage_dir(workdir, stage)
   os.makedirs(sdir, exist_ok=True)
-  trainer.fit_stage(strategy, build, dataset, os.path.join(sdir, "ckpt"), fit,
-                    log_dir=os.path.join(workdir, "logs", f"stage{stage}"),
+  trainer.fit_stage(strategy, build, dataset, workdir_lib.checkpoint_dir(workdir, stage), fit,
+                    log_dir=workdir_lib.log_dir(workdir, stage),
                     extra_callbacks=curve_callbacks)
   # Saved float32 whatever the training precision: export and TFLite see a float32 graph.
   model = model_lib.with_precision(nets["net"], "float32")
   if chief and settings.curve_every:
-    curves.plot_curves(os.path.join(workdir, "curves.json"),
-                       os.path.join(workdir, "curves.png"))
-  model_path = cascade.model_path(workdir, stage)
+    curves.plot_curves(workdir_lib.curves_json(workdir), workdir_lib.curves_png(workdir))
+  model_path = workdir_lib.model_path(workdir, stage)
   if chief:
-    cascade.save_model(model, model_path)
+    workdir_lib.save_model(model, model_path)
     logging.info("stage %d model saved to %s", stage, model_path)
     write_stats(workdir, stage, settings)
   else:
     # Saving reads every variable and may run collective ops, so every worker saves: the
     # others into a temporary dir of their own that is removed at once.
-    temp_dir = trainer.worker_temp_dir(sdir, trainer.task_of(strategy)[1])
+    temp_dir = distribute.worker_temp_dir(sdir, distribute.task_of(strategy)[1])
     os.makedirs(temp_dir, exist_ok=True)
     try:
-      cascade.save_model(model, os.path.join(temp_dir, "model.keras"))
+      workdir_lib.save_model(model, os.path.join(temp_dir, "model.keras"))
     finally:
       shutil.rmtree(temp_dir, ignore_errors=True)
   # The next stage (on every worker) reads these files: nobody goes on before they exist.
-  trainer.barrier(strategy)
+  distribute.barrier(strategy)
   if not chief:
-    trainer.wait_for_files([model_path, cascade.stats_path(workdir, stage)])
+    distribute.wait_for_files([model_path, workdir_lib.stats_path(workdir, stage)])
   return True
+
+
+MIN_STAT_SAMPLES = 20  # per joint; fewer make a poor covariance estimate
 
 
 def write_stats(workdir: str, stage: int, settings: Settings) -> dict:
@@ -166,7 +175,15 @@ def write_stats(workdir: str, stage: int, settings: Settings) -> dict:
                               desc=f"stage {stage} statistics")
   stats = cascade.displacement_stats(out["poses"][:, -1], out["joints"], out["visible"],
                                      skeleton, settings.sigma, settings.stats_trim)
-  cascade.save_stats(workdir, stage, stats)
+  workdir_lib.save_stats(workdir, stage, stats)
+  few = {name: n for name, n in zip(skeleton.joints, stats["count"]) if n < MIN_STAT_SAMPLES}
+  if few:
+    # Below 3 samples the covariance falls back to an isotropic guess (displacement_stats).
+    logging.warning("stage %d statistics measured fewer than %d displacements for %d of %d "
+                    "joints (%s) in %d images; their simulated errors for the next stage are "
+                    "guesses. Use more --stats_images or check the split's annotations.",
+                    stage, MIN_STAT_SAMPLES, len(few), skeleton.num_joints,
+                    ", ".join(f"{k}: {v}" for k, v in few.items()), len(out["joints"]))
   spread = np.sqrt(np.trace(np.asarray(stats["cov"]), axis1=1, axis2=2))
   logging.info("stage %d displacement (box sides, fitted to the %.0f%% smallest): |mean| %.3f, "
                "spread %.3f; joints inside their box: %.0f%% (avg over joints)", stage,

@@ -12,7 +12,7 @@ others wait for it at collective barriers (so every worker runs the same collect
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import time
 
@@ -22,57 +22,80 @@ from deeppose_tf import flags as dp_flags
 
 FLAGS = flags.FLAGS
 dp_flags.define_train_flags()
+# The flags live in deeppose_tf/flags.py; adopting them makes `--help` list them here.
+flags.adopt_module_key_flags(dp_flags)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # The strategy splits the CPU into logical devices: that must precede every TF op.
-  from deeppose_tf import trainer
-  strategy = trainer.make_strategy(FLAGS.cpu_replicas, kind=FLAGS.strategy)
-  chief = trainer.is_chief(strategy)
+  from deeppose_tf import distribute
+  strategy = distribute.make_strategy(FLAGS.cpu_replicas, kind=FLAGS.strategy)
+  chief = distribute.is_chief(strategy)
 
-  from deeppose_tf import atomic, evaluate, stages
-  from deeppose_tf.data import prepare
+  from deeppose_tf import atomic
+  from deeppose_tf import workdir as workdir_lib
+  from deeppose_tf.data import prepare, records
   from deeppose_tf.skeleton import get_skeleton
 
   prepare.check_dataset(FLAGS.dataset)
-  workdir = FLAGS.workdir
-  trainer.check_shared_dir(strategy, workdir)
+  workdir = workdir_lib.check_workdir(FLAGS.workdir)
+  distribute.check_shared_dir(strategy, workdir)
   data_dir = dp_flags.resolve_data_dir(FLAGS)
   splits = prepare.SPLITS[FLAGS.dataset]
   skeleton = get_skeleton(FLAGS.dataset)
-  settings = dp_flags.stage_settings(FLAGS, skeleton, data_dir)
+  try:  # flag combinations the parser cannot check: a usage error, not a traceback
+    settings = dp_flags.stage_settings(FLAGS, skeleton, data_dir)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   settings.eval_split = splits[1]
+  lock = contextlib.ExitStack()
   if chief:
     os.makedirs(workdir, exist_ok=True)
+    # One training per workdir (the kernel drops the lock however this process ends), and
+    # never a resume that would mix stages trained for other geometry.
+    lock.enter_context(workdir_lib.RunLock(workdir))
+    workdir_lib.check_resume(workdir, settings.config)
     atomic.write_text(os.path.join(workdir, "flags.txt"), FLAGS.flags_into_string())
-    if FLAGS.dataset == "synthetic" and not FLAGS.data_dir:
-      prepare.ensure_synthetic(data_dir, FLAGS.num_train, FLAGS.num_test, FLAGS.seed)
-    elif FLAGS.source_dir and not os.path.exists(os.path.join(data_dir, f"{splits[1]}.json")):
-      prepare.prepare(FLAGS.dataset, data_dir, FLAGS.source_dir, seed=FLAGS.seed)
-    atomic.write_text(os.path.join(workdir, "config.json"),
-                      json.dumps(settings.config, indent=1))
-  trainer.barrier(strategy)  # the other workers read the data the chief prepared
+    prepare.ensure_prepared(FLAGS.dataset, data_dir, FLAGS.source_dir,
+                            num_train=FLAGS.num_train, num_test=FLAGS.num_test,
+                            seed=FLAGS.seed, generate=not FLAGS.data_dir)
+    # Damaged, cut or replaced shards fail here, named, before hours of training.
+    for split in splits:
+      records.verify_split(data_dir, split)
+    workdir_lib.write_config(workdir, settings.config)
+  distribute.barrier(strategy)  # the other workers read the data the chief prepared
   logging.info("training with %d replica(s) on %s", strategy.num_replicas_in_sync,
                [d for d in strategy.extended.worker_devices])
 
+  with lock:
+    _train(strategy, chief, workdir, settings, data_dir, splits)
+
+
+def _train(strategy, chief: bool, workdir: str, settings, data_dir: str, splits) -> None:
+  from deeppose_tf import distribute, evaluate, stages
   todo = [FLAGS.stage] if FLAGS.stage else list(range(1, FLAGS.num_stages + 1))
   for stage in todo:
     t0 = time.time()
     done = stages.train_stage(strategy, workdir, stage, settings)
     if done:
       logging.info("stage %d finished in %.0f s", stage, time.time() - t0)
+  # --stage=k trains one stage: evaluate the cascade up to it; export needs every stage.
+  last = max(todo)
   if FLAGS.evaluate and chief:
     evaluate.run(workdir, split=splits[1], data_dir=data_dir, limit=FLAGS.eval_limit,
-                 batch_size=FLAGS.eval_batch_size)
-  if FLAGS.export and chief:
+                 batch_size=FLAGS.eval_batch_size, num_stages=last)
+  if FLAGS.export and chief and last < FLAGS.num_stages:
+    logging.warning("not exporting: stages %d..%d are not trained yet", last + 1,
+                    FLAGS.num_stages)
+  elif FLAGS.export and chief:
     from deeppose_tf import export
     out = FLAGS.export_dir or os.path.join(workdir, "export")
     path = export.export_saved_model(workdir, out)
     logging.info("exported the cascade for TF Serving to %s", path)
   # Workers leave together: a worker that quits early looks like a failure to the others.
-  trainer.barrier(strategy)
+  distribute.barrier(strategy)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def test_train_two_stages_then_evaluate_writes_the_report(tiny_data, tmp_path):
 
   # The evaluate CLI alone reproduces the same numbers from the saved models.
   again = subprocess.run([sys.executable, "-m", "deeppose_tf.evaluate", f"--workdir={workdir}",
-                          "--split=test"], capture_output=True, text=True, env=_env(),
+                          "--eval_split=test"], capture_output=True, text=True, env=_env(),
                          cwd=REPO, timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
   with open(os.path.join(workdir, "report.json")) as f:

@@ -10,10 +10,7 @@ from PIL import Image
 
 from deeppose_tf.data import face_box, flic, prepare
 
-try:  # tests/ may or may not be a package, depending on how pytest imports it
-  from tests import fixtures_mat as fm
-except ImportError:
-  import fixtures_mat as fm
+import fixtures_mat as fm
 
 CV2_REASON = ('OpenCV is an optional extra (pip install "deeppose_tf[face]"); '
               "the face detector cannot run without it")

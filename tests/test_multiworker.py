@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, subprocess_env
+from helpers import REPO, subprocess_env
 TINY_FLAGS = ["--input_size=72", "--width=0.1", "--fc_units=32", "--batch_size=4",
               "--draws=3", "--stats_images=0", "--eval_batch_size=8"]
 
@@ -94,9 +94,9 @@ def _run_cluster(cmd, tmp_path, jobs=("worker", "worker"), timeout=420):
 # the dataset is opened (Keras' own fit opens it twice, the multi-worker loop once).
 _FIT_SCRIPT = textwrap.dedent("""
     import json, sys
-    from deeppose_tf import trainer
+    from deeppose_tf import distribute, trainer
     kind, data_dir, out_dir, sources = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-    strategy = trainer.make_strategy(kind=kind)
+    strategy = distribute.make_strategy(kind=kind)
     import keras, numpy as np, tensorflow as tf
     from deeppose_tf import model as model_lib, pipeline
     from deeppose_tf.skeleton import LSP14
@@ -119,7 +119,7 @@ _FIT_SCRIPT = textwrap.dedent("""
       _, history = trainer.fit_stage(strategy, lambda: model_lib.build_regressor(config),
                                      data[source], f"{out_dir}/{source}", fit)
       print("LOSSES", source, json.dumps(history["loss"]), strategy.num_replicas_in_sync,
-            trainer.is_chief(strategy), flush=True)
+            distribute.is_chief(strategy), flush=True)
 """)
 
 

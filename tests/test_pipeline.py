@@ -17,10 +17,7 @@ from deeppose_tf.config import RefineConfig
 from deeppose_tf.data import records
 from deeppose_tf.skeleton import LSP14
 
-try:  # tests/ may or may not be a package, depending on how pytest imports it
-  from tests.conftest import encode, random_records
-except ImportError:
-  from conftest import encode, random_records
+from helpers import encode, random_records
 
 K = LSP14.num_joints
 S = 32

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeppose_tf import model as model_lib
+from deeppose_tf import model as model_lib, optim
+from deeppose_tf.losses import masked_l2_loss
 from deeppose_tf.skeleton import LSP14
 
-from conftest import REPO
-from conftest import subprocess_env as _env
+from helpers import REPO
+from helpers import subprocess_env as _env
 
 TINY_FLAGS = ["--noexport", "--input_size=72", "--width=0.1", "--fc_units=32", "--batch_size=4",
               "--draws=3", "--stats_images=0", "--eval_batch_size=8"]
@@ -46,8 +47,8 @@ def test_small_network_reproduces_distinct_poses_not_their_mean(norm):
   config = model_lib.ModelConfig(num_joints=k, input_size=size, width=0.1, fc_units=64,
                                  dropout=0.0, norm=norm)
   keras_model = model_lib.build_regressor(config, mean)
-  keras_model.compile(model_lib.make_optimizer("adam", 3e-3 if norm == "batch" else 1e-3),
-                      model_lib.masked_l2_loss)
+  keras_model.compile(optim.make_optimizer("adam", 3e-3 if norm == "batch" else 1e-3),
+                      masked_l2_loss)
   keras_model.fit(images, targets, batch_size=4, epochs=300, verbose=0)
   err_mean_pose = np.linalg.norm(mean[None] - poses, axis=-1).mean(axis=-1)  # ~0.25
 
@@ -62,9 +63,9 @@ def test_small_network_reproduces_distinct_poses_not_their_mean(norm):
 
 _MIRROR_SCRIPT = textwrap.dedent("""
     import json, sys
-    from deeppose_tf import trainer
+    from deeppose_tf import distribute, trainer
     replicas, data_dir, ckpt = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    strategy = trainer.make_strategy(replicas)
+    strategy = distribute.make_strategy(replicas)
     import keras
     from deeppose_tf import model as model_lib, pipeline
     from deeppose_tf.skeleton import LSP14

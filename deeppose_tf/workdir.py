@@ -1,0 +1,278 @@
+"""The run folder (--workdir): its layout, and every read and write of its files.
+
+Layout of a trained cascade:
+  config.json                  what rebuilds and runs the cascade: skeleton, input_size,
+                               sigma, num_stages, data_dir, train_split, model (ModelConfig)
+  mean_pose.json               {"mean_pose": (K, 2)} mean box-normalized training pose
+  flags.txt                    the flags of the last train command
+  .lock                        held (flock) by the training process; names its PID
+  stage{s}/model.keras         the trained stage network (float32)
+  stage{s}/displacement.json   per-joint mean/covariance of stage s's error, in units of
+                               the joint box side (feeds stage s + 1's training)
+  stage{s}/ckpt/               resumable checkpoints of the stage being trained
+  logs/stage{s}/               TensorBoard logs; curves.json / curves.png learning curves
+
+Every write is crash-safe (atomic.py): a file is either absent, the old one or the new one.
+Every read of a damaged file raises ValueError naming the file.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+from typing import Optional
+
+import keras
+import numpy as np
+
+from deeppose_tf import atomic
+
+CONFIG_FILE = "config.json"
+MEAN_POSE_FILE = "mean_pose.json"
+LOCK_FILE = ".lock"
+# config.json keys that may change when a run is resumed or extended: they do not change
+# what the stages already trained compute. Everything else must match.
+RESUMABLE_KEYS = ("num_stages", "data_dir", "model.precision", "model.backbone_weights")
+
+
+def stage_dir(workdir: str, stage: int) -> str:
+  return os.path.join(workdir, f"stage{stage}")
+
+
+def model_path(workdir: str, stage: int) -> str:
+  return os.path.join(stage_dir(workdir, stage), "model.keras")
+
+
+def stats_path(workdir: str, stage: int) -> str:
+  return os.path.join(stage_dir(workdir, stage), "displacement.json")
+
+
+def checkpoint_dir(workdir: str, stage: int) -> str:
+  return os.path.join(stage_dir(workdir, stage), "ckpt")
+
+
+def log_dir(workdir: str, stage: int) -> str:
+  return os.path.join(workdir, "logs", f"stage{stage}")
+
+
+def curves_json(workdir: str) -> str:
+  return os.path.join(workdir, "curves.json")
+
+
+def curves_png(workdir: str) -> str:
+  return os.path.join(workdir, "curves.png")
+
+
+def check_workdir(workdir: str) -> str:
+  """Raises ValueError unless `workdir` is a folder or does not exist yet."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir={workdir} is a file, not a folder")
+  return workdir
+
+
+def read_json(path: str, what: str) -> dict:
+  """A JSON object from `path`; ValueError naming the file when it is missing or damaged."""
+  try:
+    with open(path) as f:
+      value = json.load(f)
+  except FileNotFoundError:
+    raise ValueError(f"{path} is missing ({what})") from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{path} is damaged, not valid JSON ({what}): {e}") from None
+  if not isinstance(value, dict):
+    raise ValueError(f"{path} is damaged: expected a JSON object ({what})")
+  return value
+
+
+def write_json(path: str, value) -> None:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  atomic.write_text(path, json.dumps(value, indent=1))
+
+
+# ---------------------------------------------------------------------------- config.json
+
+def config_path(workdir: str) -> str:
+  return os.path.join(workdir, CONFIG_FILE)
+
+
+def read_config(workdir: str) -> dict:
+  path = config_path(workdir)
+  if not os.path.exists(path):
+    raise ValueError(f"{workdir!r} holds no trained cascade ({path} is missing); train one "
+                     "with `python -m deeppose_tf.train --workdir=...`")
+  return read_json(path, "the cascade's configuration")
+
+
+def write_config(workdir: str, config: dict) -> None:
+  write_json(config_path(workdir), config)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def has_trained_state(workdir: str) -> bool:
+  """True when some stage has a model, statistics or a checkpoint in `workdir`."""
+  if not os.path.isdir(workdir):
+    return False
+  for name in os.listdir(workdir):
+    if name.startswith("stage") and name[5:].isdigit():
+      s = int(name[5:])
+      if any(os.path.exists(p) for p in (model_path(workdir, s), stats_path(workdir, s),
+                                         checkpoint_dir(workdir, s))):
+        return True
+  return False
+
+
+def check_resume(workdir: str, config: dict) -> None:
+  """Refuses to continue a run trained with other settings.
+
+  Stages trained for another sigma, input size, skeleton or network would be mixed into one
+  cascade without a word. Raises ValueError naming every differing setting with both
+  values, when `workdir` already holds trained state (a stage model, statistics or a
+  checkpoint) under a config.json that differs from `config` outside RESUMABLE_KEYS.
+  Keys only one side has (a newer version's new setting) are not compared.
+  """
+  path = config_path(workdir)
+  if not os.path.exists(path) or not has_trained_state(workdir):
+    return
+  old = _flatten(read_config(workdir))
+  new = _flatten(json.loads(json.dumps(config)))  # tuples -> lists, as stored
+  diffs = [f"{k}: {old[k]!r} in the workdir, {new[k]!r} now" for k in sorted(old)
+           if k in new and k not in RESUMABLE_KEYS and old[k] != new[k]]
+  if diffs:
+    raise ValueError(
+        f"{workdir} was trained with other settings ({path}); resuming would mix stages "
+        f"trained for different geometry: " + "; ".join(diffs) + ". Use the same flags, or "
+        "a new --workdir.")
+
+
+# ----------------------------------------------------------------------- mean_pose.json
+
+def mean_pose_path(workdir: str) -> str:
+  return os.path.join(workdir, MEAN_POSE_FILE)
+
+
+def read_mean_pose(workdir: str, num_joints: Optional[int] = None) -> np.ndarray:
+  """The mean box-normalized training pose (K, 2) float32."""
+  path = mean_pose_path(workdir)
+  data = read_json(path, "the mean training pose")
+  try:
+    pose = np.asarray(data["mean_pose"], np.float32)
+  except (KeyError, TypeError, ValueError):
+    raise ValueError(f"{path} is damaged: expected {{\"mean_pose\": [[x, y], ...]}}") from None
+  if pose.ndim != 2 or pose.shape[1] != 2 or (num_joints and pose.shape[0] != num_joints):
+    raise ValueError(f"{path} is damaged: mean_pose has shape {pose.shape}, expected "
+                     f"({num_joints or 'K'}, 2)")
+  if not np.isfinite(pose).all():
+    raise ValueError(f"{path} holds non-finite values; delete it and rerun train to recompute "
+                     "it from the training split")
+  return pose
+
+
+def write_mean_pose(workdir: str, pose: np.ndarray) -> None:
+  write_json(mean_pose_path(workdir), {"mean_pose": np.asarray(pose).tolist()})
+
+
+# -------------------------------------------------------------- displacement statistics
+
+def save_stats(workdir: str, stage: int, stats: dict) -> None:
+  write_json(stats_path(workdir, stage), stats)
+
+
+def load_stats(workdir: str, stage: int) -> dict:
+  path = stats_path(workdir, stage)
+  if not os.path.exists(path):
+    raise ValueError(
+        f"stage {stage + 1} needs stage {stage}'s displacement statistics at {path}; produce "
+        f"them with `python -m deeppose_tf.train --workdir={workdir} --stage={stage}`")
+  stats = read_json(path, f"stage {stage}'s displacement statistics")
+  for key in ("mean", "chol"):
+    if key not in stats:
+      raise ValueError(f"{path} is damaged: no {key!r}")
+  return stats
+
+
+# ------------------------------------------------------------------------------- models
+
+def save_model(model: keras.Model, path: str) -> None:
+  """Saves a .keras file crash-safely (Keras insists on the suffix, so the temp keeps it)."""
+  tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-" + os.path.basename(path))
+  try:
+    model.save(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def load_model(path: str) -> keras.Model:
+  """A stage network; ValueError naming the file when it is missing or damaged."""
+  if not os.path.exists(path):
+    raise ValueError(f"{path} is missing")
+  try:
+    return keras.models.load_model(path, compile=False)
+  except Exception as e:  # Keras raises assorted types for a truncated zip
+    raise ValueError(f"{path} exists but cannot be loaded (damaged or not a .keras file): "
+                     f"{type(e).__name__}: {str(e)[:200]}") from None
+
+
+def is_finished(workdir: str, stage: int) -> bool:
+  """A stage is finished when both its model and its displacement statistics exist."""
+  return os.path.exists(model_path(workdir, stage)) and os.path.exists(stats_path(workdir, stage))
+
+
+# --------------------------------------------------------------------------------- lock
+
+class RunLock:
+  """An exclusive lock on a workdir for one training process.
+
+  A second process that tries to train in the same workdir gets ValueError naming the
+  first one's PID and host. The lock is an flock on WORKDIR/.lock, so the kernel drops it
+  when its holder exits, however it dies (SIGKILL included): a stale lock file never blocks
+  the next run. Use as a context manager.
+  """
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, LOCK_FILE)
+    self._fd: Optional[int] = None
+
+  def acquire(self) -> "RunLock":
+    os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+      os.close(fd)
+      if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+        raise ValueError(f"another training process holds {self.path} ({holder}); two "
+                         "trainings in one workdir would overwrite each other's "
+                         "checkpoints. Wait for it, stop it, or use another --workdir."
+                         ) from None
+      raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    self._fd = fd
+    return self
+
+  def release(self) -> None:
+    if self._fd is not None:
+      fcntl.flock(self._fd, fcntl.LOCK_UN)
+      os.close(self._fd)
+      self._fd = None
+
+  def __enter__(self) -> "RunLock":
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()
