@@ -71,6 +71,10 @@ class AugmentConfig:
 
 
 NO_AUGMENT = AugmentConfig(translate=0.0, scale=(1.0, 1.0), flip=False)
+# The training recipe (the training flags' defaults): shift, scale, rotation, flip and colour
+# jitter, which learns on CPU budgets where the paper's light jitter overfits.
+RECIPE_AUGMENT = AugmentConfig(translate=0.15, scale=(0.7, 1.3), flip=True, rotate=30.0,
+                               brightness=0.2, contrast=0.3, saturation=0.3)
 
 
 def jitter_colour(crops, seed_pair, augment: AugmentConfig):

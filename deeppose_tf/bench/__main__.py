@@ -1,0 +1,117 @@
+"""Performance benchmarks: a table on stdout, and JSON on stdout and in --json.
+
+  python -m deeppose_tf.bench [--only=peak,pipeline,train,e2e,infer,quant] [--json=FILE]
+      [--data_dir=DIR | --source_dir=DIR --dataset=lspet] [--workdir=TRAINED] [...]
+
+See `--help` for every flag and deeppose_tf/bench/__init__.py for what each section measures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from absl import app, flags
+
+from deeppose_tf.bench import options
+from deeppose_tf.bench.options import BenchConfig
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_list("only", list(BenchConfig.only), "Benchmarks to run, from "
+                  f"{', '.join(options.BENCHMARKS)} (the matmul peak always runs). train: the "
+                  "train step in float32 and bfloat16, alternating, each against its own "
+                  "measured matmul peak; pipeline: tf.data alone; e2e: training through the "
+                  "pipeline against in-memory data; infer: cascade latency against the FLOPs "
+                  "bound; quant: Keras fp32/bfloat16 and TFLite fp32/int8 accuracy of the "
+                  "trained cascade in --workdir.")
+flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+# Data (pipeline, e2e).
+flags.DEFINE_string("data_dir", None, "pipeline, e2e: folder of prepared TFRecords with a "
+                    "'train' split of 14-joint (LSP14) records. Without it and --source_dir: "
+                    "--num_train generated synthetic images.")
+flags.DEFINE_string("source_dir", None, "pipeline, e2e: folder of the original --dataset "
+                    "files; its first --num_train training images are prepared into a temp "
+                    "folder. Exclusive with --data_dir.")
+flags.DEFINE_enum("dataset", BenchConfig.dataset, list(options.SOURCE_DATASETS),
+                  "With --source_dir: which dataset's files (the 14-joint sets the bench "
+                  "network predicts).")
+flags.DEFINE_integer("num_train", BenchConfig.num_train, "pipeline, e2e: training images "
+                     "read from --source_dir or generated (synthetic).")
+flags.DEFINE_enum("augment", BenchConfig.augment, list(options.AUGMENTS), "pipeline, e2e: "
+                  "the augmentation fed: recipe (pipeline.RECIPE_AUGMENT, the training "
+                  "flags' defaults: rotation, scale, shift, flip, colour) or paper (the "
+                  "paper's light jitter).")
+flags.DEFINE_integer("cache_max_side", BenchConfig.cache_max_side, "pipeline, e2e: the "
+                     "in-memory image cache as train's --cache_max_side (0: full size, -1: "
+                     "decode every JPEG every visit).")
+# The network of every section.
+flags.DEFINE_integer("input_size", BenchConfig.input_size, "Network input size in pixels.")
+flags.DEFINE_float("width", BenchConfig.width, "Backbone filter multiplier.")
+flags.DEFINE_integer("fc_units", BenchConfig.fc_units, "fc head: fully connected units.")
+flags.DEFINE_enum("backbone", BenchConfig.backbone, list(options.BACKBONES),
+                  "Network backbone of every section (model.ModelConfig.backbone).")
+flags.DEFINE_enum("head", BenchConfig.head, list(options.HEADS), "Network head of every "
+                  "section: fc (fully connected) or integral (heatmaps + soft-argmax).")
+flags.DEFINE_integer("heatmap_stride", BenchConfig.heatmap_stride, "Integral head: heatmap "
+                     "cell size in input pixels, one of "
+                     f"{', '.join(map(str, options.HEATMAP_STRIDES))}.")
+flags.DEFINE_integer("head_channels", BenchConfig.head_channels, "Integral head: channels of "
+                     "its lateral and fusion convolutions.")
+# Training (train, e2e).
+flags.DEFINE_enum("loss", BenchConfig.loss, list(options.LOSSES), "train, e2e: the "
+                  "coordinate loss (trainer.FitConfig.loss).")
+flags.DEFINE_float("heatmap_loss_weight", BenchConfig.heatmap_loss_weight, "train, e2e: "
+                   "weight of the heatmap cross-entropy (--head=integral only; > 0 trains "
+                   "model.training_model with both outputs, as the trainer does).")
+flags.DEFINE_enum("precision", BenchConfig.precision, list(options.PRECISIONS), "e2e: "
+                  "training precision (the train section always measures both).")
+flags.DEFINE_integer("batch_size", BenchConfig.batch_size, "train, pipeline, e2e: batch size "
+                     "(images, or crops for refinement).")
+flags.DEFINE_integer("draws", BenchConfig.draws, "pipeline, e2e: refinement crops per image "
+                     "visit.")
+flags.DEFINE_integer("train_rounds", BenchConfig.train_rounds, "train: alternating "
+                     "fp32/bf16 rounds of 10 timed steps each.")
+# Inference.
+flags.DEFINE_integer("stages", BenchConfig.stages, "infer: cascade stages S (the scaling "
+                     "table: 1..S).")
+flags.DEFINE_list("infer_batches", [str(b) for b in BenchConfig.infer_batches],
+                  "infer: Keras cascade batch sizes (the SavedModel: those up to 8).")
+flags.DEFINE_boolean("tflite", BenchConfig.tflite, "infer: also convert to TFLite (fp32, "
+                     "float16, int8) and time batch 1.")
+# Accuracy.
+flags.DEFINE_string("workdir", None, "quant: workdir of a trained cascade.")
+flags.DEFINE_string("eval_split", BenchConfig.eval_split, "quant: split to evaluate.")
+flags.DEFINE_integer("eval_limit", BenchConfig.eval_limit, "quant: at most this many images "
+                     "(0 = all).")
+# Timing.
+flags.DEFINE_float("min_time", BenchConfig.min_time, "Seconds each timing runs at least "
+                   "(median of its calls).")
+flags.DEFINE_integer("matmul_n", BenchConfig.matmul_n, "Side of the square matmul that "
+                     "measures the machine's peak.")
+
+
+def config_from_flags() -> BenchConfig:
+  """BenchConfig from the flags of the same names (checked there; ValueError names the flag)."""
+  return BenchConfig(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(BenchConfig)})
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  try:
+    cfg = config_from_flags()
+  except ValueError as err:
+    raise app.UsageError(str(err)) from err
+  from deeppose_tf import atomic
+  from deeppose_tf.bench.runner import run_config
+  report = run_config(cfg)
+  print(report.table())
+  out = json.dumps(report.to_json(), indent=1)
+  if FLAGS.json:
+    atomic.write_text(FLAGS.json, out)
+  print(out)
+
+
+if __name__ == "__main__":
+  app.run(main)
