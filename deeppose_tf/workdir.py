@@ -103,7 +103,16 @@ def read_config(workdir: str) -> dict:
   if not os.path.exists(path):
     raise ValueError(f"{workdir!r} holds no trained cascade ({path} is missing); train one "
                      "with `python -m deeppose_tf.train --workdir=...`")
-  return read_json(path, "the cascade's configuration")
+  config = read_json(path, "the cascade's configuration")
+  checks = {"skeleton": str, "input_size": int, "sigma": (int, float), "num_stages": int}
+  for key, kind in checks.items():
+    value = config.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+      raise ValueError(f"{path} is damaged: {key!r} is {value!r}")
+  if config["input_size"] < 1 or config["num_stages"] < 1 or not 0 < config["sigma"] < 1e6:
+    raise ValueError(f"{path} is damaged: input_size {config['input_size']}, num_stages "
+                     f"{config['num_stages']}, sigma {config['sigma']} are out of range")
+  return config
 
 
 def write_config(workdir: str, config: dict) -> None:
@@ -196,9 +205,16 @@ def load_stats(workdir: str, stage: int) -> dict:
         f"stage {stage + 1} needs stage {stage}'s displacement statistics at {path}; produce "
         f"them with `python -m deeppose_tf.train --workdir={workdir} --stage={stage}`")
   stats = read_json(path, f"stage {stage}'s displacement statistics")
-  for key in ("mean", "chol"):
-    if key not in stats:
-      raise ValueError(f"{path} is damaged: no {key!r}")
+  try:
+    mean = np.asarray(stats["mean"], np.float64)
+    chol = np.asarray(stats["chol"], np.float64)
+  except (KeyError, TypeError, ValueError):
+    raise ValueError(f"{path} is damaged: expected numeric 'mean' (K, 2) and 'chol' "
+                     "(K, 2, 2)") from None
+  if (mean.ndim != 2 or mean.shape[1:] != (2,) or chol.shape != (mean.shape[0], 2, 2)
+      or not (np.isfinite(mean).all() and np.isfinite(chol).all())):
+    raise ValueError(f"{path} is damaged: 'mean' {mean.shape} and 'chol' {chol.shape} must "
+                     "be finite, (K, 2) and (K, 2, 2)")
   return stats
 
 
