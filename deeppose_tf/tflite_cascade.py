@@ -5,16 +5,33 @@ ships to phones is evaluated with the same code and metrics as what was trained.
   poses = casc.predict(images, boxes)   # (B, S, K, 2) image pixels, like Cascade.predict
 
 The .tflite model (export.convert_tflite) takes one fixed [1, H, W, 3] float32 canvas and a
-[1, 4] box. Each image is placed on that canvas with export.fit_to_canvas (top-left, shrunk
-with its aspect kept when it does not fit); its box goes in and the joints come out scaled
-by the same factor. Runs in the LiteRT interpreter (ai_edge_litert).
+[1, 4] box. Each image is placed on that canvas with fit_to_canvas (top-left, shrunk with
+its aspect kept when it does not fit); its box goes in and the joints come out scaled by
+the same factor. Runs in the LiteRT interpreter (ai_edge_litert).
 """
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import numpy as np
+import tensorflow as tf
 
 from deeppose_tf.skeleton import Skeleton
+
+
+def fit_to_canvas(image: np.ndarray, height: int, width: int) -> Tuple[np.ndarray, float]:
+  """Places an (h, w, 3) image in the top-left corner of a zero (height, width, 3) float32
+  canvas, shrinking it (bilinear, aspect kept) when it does not fit. Returns (canvas, scale):
+  canvas pixels = image pixels * scale, so divide predicted joints by scale."""
+  h, w = image.shape[:2]
+  scale = min(1.0, height / h, width / w)
+  img = tf.convert_to_tensor(image, tf.float32)
+  if scale < 1.0:
+    size = (max(1, min(height, round(h * scale))), max(1, min(width, round(w * scale))))
+    img = tf.image.resize(img, size, antialias=True)
+  img = tf.image.pad_to_bounding_box(img, 0, 0, height, width)
+  return img.numpy(), scale
 
 
 class TFLiteCascade:
@@ -43,7 +60,6 @@ class TFLiteCascade:
 
   def predict_one(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
     """image (h, w, 3) any real dtype, box (4,) image pixels -> (S, K, 2) image pixels."""
-    from deeppose_tf.export import fit_to_canvas
     canvas, scale = fit_to_canvas(np.asarray(image), self.height, self.width)
     box = np.asarray(box, np.float32).reshape(1, 4) * scale
     out = self._runner(image=canvas[None].astype(np.float32), box=box)

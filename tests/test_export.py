@@ -11,6 +11,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -26,11 +27,13 @@ from PIL import Image
 
 from deeppose_tf import cascade, export, geometry, pipeline
 from deeppose_tf import model as model_lib
+from deeppose_tf import workdir as workdir_lib
 from deeppose_tf.skeleton import LSP14
+from deeppose_tf.tflite_cascade import fit_to_canvas
 
-from conftest import REPO
-from conftest import encode as _encode
-from conftest import subprocess_env as _env
+from helpers import REPO
+from helpers import encode as _encode
+from helpers import subprocess_env as _env
 
 SIZE = 72
 
@@ -66,9 +69,9 @@ def workdir(tiny_data, tmp_path_factory):
   config = model_lib.ModelConfig(input_size=SIZE, width=0.1, fc_units=32,
                                  output_init="default")
   for s in (1, 2):
-    os.makedirs(cascade.stage_dir(d, s))
-    cascade.save_model(model_lib.build_regressor(config, name=f"stage{s}"),
-                       cascade.model_path(d, s))
+    os.makedirs(workdir_lib.stage_dir(d, s))
+    workdir_lib.save_model(model_lib.build_regressor(config, name=f"stage{s}"),
+                           workdir_lib.model_path(d, s))
   with open(os.path.join(d, "config.json"), "w") as f:
     json.dump({"skeleton": "lsp14", "input_size": SIZE, "sigma": 2.0, "num_stages": 2,
                "data_dir": tiny_data, "train_split": "train",
@@ -88,7 +91,7 @@ def exported(workdir, tmp_path_factory):
   """Exported through the CLI, as a user would."""
   out = str(tmp_path_factory.mktemp("serving") / "deeppose")
   run = subprocess.run([sys.executable, "-m", "deeppose_tf.export", f"--workdir={workdir}",
-                        f"--output={out}", "--version=3"], capture_output=True, text=True,
+                        f"--export_dir={out}", "--version=3"], capture_output=True, text=True,
                        env=_env(), cwd=REPO, timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
   assert sorted(os.listdir(out)) == ["3"]
@@ -150,7 +153,7 @@ def test_saved_model_in_fresh_process_matches_cascade(exported, casc, images):
   full = np.asarray(got["full"])
   assert full.shape == (2, 2, 14, 2)
   np.testing.assert_array_equal(np.asarray(got["last"]), full[:, -1])
-  for i, encoded in enumerate(images):  # the PNG is padded to the JPEG's width and back
+  for i, encoded in enumerate(images):  # each image cropped at its own size
     np.testing.assert_allclose(full[i], _reference(casc, encoded), atol=1e-3)
   boxed = np.asarray(got["boxed"])
   np.testing.assert_allclose(boxed[0], _reference(casc, images[0], [30, 22, 40, 36]),
@@ -302,6 +305,41 @@ def test_boxes_must_match_the_images(loaded, images):
     loaded.signatures["serving_default"](image_bytes=tf.constant([], tf.string))
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--precision=float16"], r"flag --precision=float16: value should be one of "
+                              r"<float32\|bfloat16>"),
+    (["--quantize=int8"], r"quantize=int8.*apply to --format=tflite only"),
+    (["--format=tflite", "--precision=bfloat16"],
+     r"precision=bfloat16.*apply to --format=saved_model only"),
+    (["--format=tflite", "--tflite_size=0,4"],
+     r"flag --tflite_size=\['0', '4'\]: --tflite_size must be H,W: two positive integers"),
+    (["--version=0"], r"flag --version=0: --version must be a positive integer"),
+    ([], r"flag --export_dir=None: Flag --export_dir must have a value"),
+])
+def test_cli_refuses_bad_flags_naming_flag_value_and_allowed(workdir, tmp_path, args, message):
+  """Checked when the flags are parsed: nothing is loaded and nothing is written."""
+  out = str(tmp_path / "out")
+  dest = [f"--export_dir={out}"] if args else []
+  run = subprocess.run([sys.executable, "-m", "deeppose_tf.export", f"--workdir={workdir}",
+                        *dest, *args], capture_output=True, text=True, env=_env(), cwd=REPO,
+                       timeout=300)
+  assert run.returncode != 0
+  assert re.search(message, run.stderr), run.stderr[-3000:]
+  assert not os.path.exists(out)
+
+
+def test_cli_help_lists_the_commands_flags():
+  """--help lists the flags __main__.py defines (absl lists the main module's only; it
+  exits with status 1 after the help)."""
+  run = subprocess.run([sys.executable, "-m", "deeppose_tf.export", "--help"],
+                       capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+  assert "python -m deeppose_tf.export --workdir=" in run.stdout, run.stderr[-3000:]
+  for name in ("workdir", "export_dir", "output", "version", "format", "precision",
+               "quantize", "tflite_size", "seed"):
+    assert f"  --{name}: " in run.stdout, name
+  assert "--output: Alias for --export_dir." in run.stdout
+
+
 def _tflite_run(path_or_bytes, canvas, box):
   from ai_edge_litert.interpreter import Interpreter
   kwargs = ({"model_path": path_or_bytes} if isinstance(path_or_bytes, str)
@@ -317,8 +355,8 @@ def _canvases(count, seed=0):
   rng = np.random.RandomState(seed)
   for _ in range(count):
     h, w = rng.randint(40, 140, 2)
-    canvas, _ = export.fit_to_canvas(rng.randint(0, 256, (h, w, 3)).astype(np.uint8),
-                                     2 * SIZE, 2 * SIZE)
+    canvas, _ = fit_to_canvas(rng.randint(0, 256, (h, w, 3)).astype(np.uint8),
+                              2 * SIZE, 2 * SIZE)
     yield canvas[None].astype(np.uint8), np.array([[w / 2, h / 2, w, h]], np.float32)
 
 
@@ -330,6 +368,7 @@ def _check_ops(ops):
 
 @pytest.fixture(scope="module")
 def tflite_fp32(workdir, tmp_path_factory):
+  """Through the CLI with --output, the former name of --export_dir (an alias)."""
   path = str(tmp_path_factory.mktemp("tflite") / "deeppose.tflite")
   run = subprocess.run([sys.executable, "-m", "deeppose_tf.export", f"--workdir={workdir}",
                         f"--output={path}", "--format=tflite"], capture_output=True,

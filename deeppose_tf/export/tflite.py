@@ -1,0 +1,162 @@
+"""The builtin-ops TFLite model: the cascade at one fixed input size, float32, float16
+weights or int8 stage networks (calibrated on the workdir's own images).
+
+One signature `serving_default`: image float32 [1, H, W, 3] in [0, 255] and box float32
+[1, 4] -> joints [1, K, 2], joints_per_stage [1, S, K, 2]. Smaller images go in the top-left
+corner of a zero canvas (coordinates unchanged); tflite_cascade.fit_to_canvas also shrinks
+larger ones.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Iterator, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from deeppose_tf import geometry, pipeline
+from deeppose_tf.cascade import Cascade
+from deeppose_tf.export.inputs import resolve_boxes
+from deeppose_tf.export.saved_model import serving_outputs
+from deeppose_tf.workdir import read_config
+
+QUANTIZE = ("none", "float16", "int8")
+
+
+def representative_images(workdir: str, height: int, width: int, count: int = 32,
+                          seed: int = 0) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+  """(image (1, height, width, 3) float32, box (1, 4)) for int8 calibration.
+
+  Real images from the workdir's data (config.json's data_dir: the training split, else
+  'val', else 'test'; training images first, so that accuracy measured on the test split
+  is not calibrated on it) through pipeline.eval_dataset, fitted with fit_to_canvas; when
+  no data is readable, uniform random images (from `seed`) with full-canvas boxes
+  (calibration then only reflects the value range, not natural image statistics).
+  """
+  from deeppose_tf.data import records
+  from deeppose_tf.skeleton import get_skeleton
+  from deeppose_tf.tflite_cascade import fit_to_canvas
+  config = read_config(workdir)
+  data_dir = config.get("data_dir")
+  for split in (config.get("train_split", "train"), "val", "test"):
+    try:
+      records.list_shards(data_dir, split)
+    except (ValueError, TypeError, OSError):
+      continue
+    ds = pipeline.eval_dataset(data_dir, split, get_skeleton(config["skeleton"]), 1, count)
+    for batch in ds:
+      hw = (int(batch["height"][0]), int(batch["width"][0]))
+      canvas, scale = fit_to_canvas(batch["image"][0, :hw[0], :hw[1]].numpy(), height, width)
+      yield canvas[None], batch["box"].numpy().astype(np.float32) * scale
+    return
+  rng = np.random.RandomState(seed)
+  box = np.array([[width / 2, height / 2, width, height]], np.float32)
+  for _ in range(count):
+    yield rng.uniform(0, 255, (1, height, width, 3)).astype(np.float32), box
+
+
+def convert_tflite(casc: Cascade, height: int, width: int, quantize: str = "none",
+                   representative=None) -> bytes:
+  """The cascade at a fixed [1, height, width, 3] input as .tflite bytes, builtin ops only.
+
+  The fixed-shape function goes through a keras.export.ExportArchive SavedModel, from which
+  the converter freezes the Keras 3 weights into constants. From a concrete function, or a
+  tf.Module holding the models, they stay resource variables (READ_VARIABLE ops, a file
+  without the weights, several times slower, int8 calibration fails).
+  quantize: 'none', 'float16' (weights), 'int8' (weights and activations calibrated on
+  `representative`, an iterable of (image, box) like representative_images; inputs and
+  outputs stay float32).
+  """
+  if quantize not in QUANTIZE:
+    raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
+  if quantize == "int8" and representative is None:
+    raise ValueError("int8 quantization needs representative (image, box) pairs")
+
+  # crop_and_resize is not a TFLite builtin: the same samples from gathers instead.
+  builtin = Cascade(casc.stages, casc.skeleton, casc.sigma, casc.input_size,
+                    crop=geometry.crop_builtin)
+
+  def serve(image, box):
+    boxes = resolve_boxes(box, tf.fill([1], height), tf.fill([1], width))
+    return serving_outputs(builtin, image, boxes)
+
+  import keras
+  archive = keras.export.ExportArchive()
+  for net in casc.stages:
+    archive.track(net)
+  archive.add_endpoint("serving_default", serve, input_signature=[
+      tf.TensorSpec([1, height, width, 3], tf.float32, "image"),
+      tf.TensorSpec([1, 4], tf.float32, "box")])
+  with tempfile.TemporaryDirectory() as tmp:
+    archive.write_out(tmp, verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(tmp, ["serving_default"])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize == "float16":
+      converter.optimizations = [tf.lite.Optimize.DEFAULT]
+      converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+      return _quantize_networks_int8(converter, representative)
+    return converter.convert()
+
+
+# The only ops that get int8 kernels. Everything else is the cascade's geometry (crop
+# sampling positions, joint boxes, poses in pixels): quantized with calibrated ranges, a pose
+# tensor has a resolution of (range / 256) pixels and is clipped to the range it saw during
+# calibration, so an image larger than the calibration images loses whole joints. Geometry
+# costs next to nothing next to the convolutions, so it stays float.
+_INT8_OPS = ("CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D")
+
+
+def _quantize_networks_int8(converter, representative) -> bytes:
+  """Post-training int8 of the stage networks only, calibrated on `representative`; inputs,
+  outputs and geometry stay float32.
+
+  An op denylist alone is not enough: the quantizer still puts a quantize/dequantize pair on
+  a pose where it meets a CONCATENATION (joint_boxes), which requantizes it. So the
+  calibrated model's ranges are dropped from every tensor that no int8 op reads or writes,
+  and the quantizer has nothing to quantize them with. Uses the converter's calibrate-only
+  mode and mlir_quantize (the calls tf.lite.experimental.QuantizationDebugger makes).
+  """
+  from tensorflow.lite.python import convert
+  from tensorflow.lite.tools import flatbuffer_utils
+  pairs = list(representative)
+  converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  converter.representative_dataset = lambda: ({"image": i, "box": b} for i, b in pairs)
+  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                         tf.lite.OpsSet.TFLITE_BUILTINS]
+  converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+  model = flatbuffer_utils.convert_bytearray_to_object(bytearray(converter.convert()))
+  keep, float_ops = set(), set()
+  for graph in model.subgraphs:
+    for op in graph.operators:
+      name = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+      if name in _INT8_OPS:
+        keep.update((id(graph), int(t)) for t in list(op.inputs) + list(op.outputs))
+      else:
+        float_ops.add(name)
+    for i, tensor in enumerate(graph.tensors):
+      if (id(graph), i) not in keep:
+        tensor.quantization = None
+  return convert.mlir_quantize(
+      bytes(flatbuffer_utils.convert_object_to_bytearray(model)), fully_quantize=False,
+      denylisted_ops=sorted(float_ops))
+
+
+def export_tflite(workdir: str, output: str, quantize: str = "none",
+                  size: Optional[Tuple[int, int]] = None,
+                  casc: Optional[Cascade] = None, seed: int = 0) -> str:
+  """Converts the workdir's cascade to `output` (.tflite, written atomically). size (H, W)
+  defaults to twice the network input size; seed: representative_images' random fallback
+  (int8 without readable training data)."""
+  from deeppose_tf import atomic
+  if casc is None:
+    casc = Cascade.load(workdir)
+  height, width = size or (2 * casc.input_size, 2 * casc.input_size)
+  rep = (representative_images(workdir, height, width, seed=seed) if quantize == "int8"
+         else None)
+  data = convert_tflite(casc, height, width, quantize, rep)
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  atomic.write_bytes(output, data)
+  return output
