@@ -197,17 +197,18 @@ def test_invalid_record_midway_leaves_nothing_behind(tmp_path):
   assert os.listdir(d) == []
 
 
-def test_failed_rewrite_invalidates_the_old_split_only(tmp_path):
-  """A crashed rewrite must not leave the previous split looking valid (it would be
-  mixed with, or mistaken for, the new one); other splits are untouched."""
+def test_failed_rewrite_keeps_the_old_split_and_the_others(tmp_path):
+  """A crashed rewrite leaves the previous split exactly as it was (issue 13: prepare used
+  to delete a good split before validating a single new record), no temporary files, and
+  the other splits untouched."""
   d = str(tmp_path)
   records.write_split(random_records(4, seed=1), d, "train", K, num_shards=2)
   records.write_split(random_records(3, seed=2), d, "test", K, num_shards=1)
+  before = sorted(os.listdir(d))
   with pytest.raises(RuntimeError):
     records.write_split(_failing(random_records(6), 3), d, "train", K, num_shards=2)
-  assert sorted(os.listdir(d)) == ["test-00000-of-00001.tfrecord", "test.json"]
-  with pytest.raises(ValueError, match="prepare"):
-    records.list_shards(d, "train")
+  assert sorted(os.listdir(d)) == before
+  assert len(read_all(d, "train")) == 4 and records.verify_split(d, "train") == 4
   assert len(read_all(d, "test")) == 3
 
 
