@@ -255,7 +255,7 @@ class RunLock:
   A second process that tries to train in the same workdir gets ValueError naming the
   first one's PID and host. The lock is an flock on WORKDIR/.lock, so the kernel drops it
   when its holder exits, however it dies (SIGKILL included): a stale lock file never blocks
-  the next run. Use as a context manager.
+  the next run. A clean release removes the file. Use as a context manager.
   """
 
   def __init__(self, workdir: str):
@@ -264,18 +264,28 @@ class RunLock:
 
   def acquire(self) -> "RunLock":
     os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-      holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+    while True:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError as e:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+        os.close(fd)
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+          raise ValueError(f"another training process holds {self.path} ({holder}); two "
+                           "trainings in one workdir would overwrite each other's "
+                           "checkpoints. Wait for it, stop it, or use another --workdir."
+                           ) from None
+        raise
+      # The holder removes the file when it releases: a lock taken on a file that was
+      # removed meanwhile is no lock; take it again on the new file.
+      try:
+        same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+      except FileNotFoundError:
+        same = False
+      if same:
+        break
       os.close(fd)
-      if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-        raise ValueError(f"another training process holds {self.path} ({holder}); two "
-                         "trainings in one workdir would overwrite each other's "
-                         "checkpoints. Wait for it, stop it, or use another --workdir."
-                         ) from None
-      raise
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
     self._fd = fd
@@ -283,6 +293,10 @@ class RunLock:
 
   def release(self) -> None:
     if self._fd is not None:
+      try:
+        os.remove(self.path)  # while still locked: nobody can take a lock on it after this
+      except FileNotFoundError:
+        pass
       fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)
       self._fd = None

@@ -113,6 +113,7 @@ def test_lock_refuses_a_second_holder_and_a_killed_holder_leaves_no_block(tmp_pa
   with workdir_lib.RunLock(d):
     with open(os.path.join(d, workdir_lib.LOCK_FILE)) as f:
       assert f"pid {os.getpid()}" in f.read()
+  assert not os.path.exists(os.path.join(d, workdir_lib.LOCK_FILE))  # a clean release
   with workdir_lib.RunLock(d):  # released on exit, so it can be taken again
     pass
 
