@@ -48,6 +48,19 @@ def full_image_box(height, width):
   return tf.stack([w / 2.0, h / 2.0, w, h], axis=-1)
 
 
+def box_overlaps_image(boxes, height, width):
+  """True where a box (cx, cy, w, h) shares area with its image [0, W] x [0, H].
+
+  boxes (..., 4) image pixels; height, width (...,). Returns (...,) bool. A box entirely
+  outside its image crops only zeros: any pose found there would be made up.
+  """
+  boxes = tf.cast(boxes, tf.float32)
+  h = tf.cast(height, tf.float32)
+  w = tf.cast(width, tf.float32)
+  return ((tf.abs(boxes[..., 0] - w / 2.0) < (boxes[..., 2] + w) / 2.0)
+          & (tf.abs(boxes[..., 1] - h / 2.0) < (boxes[..., 3] + h) / 2.0))
+
+
 def diameter(joints, diameter_indices):
   """Torso diameter: distance between the skeleton's diameter joints. (..., K, 2) -> (...,)."""
   a, b = diameter_indices

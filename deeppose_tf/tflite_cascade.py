@@ -58,10 +58,17 @@ class TFLiteCascade:
       raise ValueError(f"{model_path} predicts {k} joints; skeleton {skeleton.name} has "
                        f"{skeleton.num_joints}")
 
-  def predict_one(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """image (h, w, 3) any real dtype, box (4,) image pixels -> (S, K, 2) image pixels."""
-    canvas, scale = fit_to_canvas(np.asarray(image), self.height, self.width)
-    box = np.asarray(box, np.float32).reshape(1, 4) * scale
+  def predict_one(self, image: np.ndarray, box: np.ndarray, index: int = 0) -> np.ndarray:
+    """image (h, w, 3) any real dtype, box (4,) image pixels -> (S, K, 2) image pixels.
+
+    A box with w <= 0 or h <= 0 means the whole image (as the SavedModel's). The interpreter
+    checks nothing, so the inputs are checked here first, as the SavedModel checks them:
+    ValueError naming entry `index` for a wrong shape or size, non-finite pixels, or a box
+    that is not finite, beyond +-MAX_BOX_COORD, or entirely outside its image.
+    """
+    image, box = check_inputs(image, box, index)
+    canvas, scale = fit_to_canvas(image, self.height, self.width)
+    box = box.reshape(1, 4) * scale
     out = self._runner(image=canvas[None].astype(np.float32), box=box)
     return out["joints_per_stage"][0] / scale
 
@@ -69,9 +76,47 @@ class TFLiteCascade:
     """images (B, H, W, 3), boxes (B, 4) -> (B, S, K, 2), one interpreter call per image.
     sizes: (B, 2) true (h, w) of zero-padded images (eval batches), else the full array."""
     images = np.asarray(images)
-    boxes = np.asarray(boxes, np.float32)
+    boxes = np.asarray(boxes)
+    if images.ndim != 4 or boxes.ndim != 2 or len(boxes) != len(images):
+      raise ValueError(f"expected images (B, H, W, 3) and boxes (B, 4); got {images.shape} "
+                       f"and {boxes.shape}")
     out = []
     for i in range(len(images)):
       h, w = (int(v) for v in sizes[i]) if sizes is not None else images.shape[1:3]
-      out.append(self.predict_one(images[i, :h, :w], boxes[i]))
+      out.append(self.predict_one(images[i, :h, :w], boxes[i], index=i))
     return np.stack(out)
+
+
+def check_inputs(image, box, index: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+  """The TFLite cascade's request checks, the same as the SavedModel's (export/inputs.py).
+
+  Returns (image, box float32 (4,) with w, h <= 0 replaced by the full image). ValueError
+  names entry `index` and the problem.
+  """
+  from deeppose_tf import geometry
+  from deeppose_tf.data import records
+  from deeppose_tf.export.inputs import MAX_BOX_COORD
+  image = np.asarray(image)
+  if image.ndim != 3 or image.shape[2] != 3:
+    raise ValueError(f"image {index} has shape {image.shape}; expected (height, width, 3)")
+  h, w = image.shape[:2]
+  if h < 1 or w < 1 or h * w > records.MAX_IMAGE_PIXELS:
+    raise ValueError(f"image {index} is {w}x{h} (width x height); expected a positive size "
+                     f"of at most {records.MAX_IMAGE_PIXELS} pixels")
+  if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+    raise ValueError(f"image {index} has dtype {image.dtype}; expected integer or float pixels")
+  if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+    raise ValueError(f"image {index} has non-finite pixels (NaN or inf)")
+  try:
+    box = np.asarray(box, np.float64).reshape(4)
+  except (TypeError, ValueError):
+    raise ValueError(f"box {index} is {np.shape(box)}; expected (cx, cy, w, h)") from None
+  if not (np.isfinite(box).all() and (np.abs(box) <= MAX_BOX_COORD).all()):
+    raise ValueError(f"box {index} = {box.tolist()} is not a box: (cx, cy, w, h) must be "
+                     f"finite image pixels within +-{MAX_BOX_COORD:g}")
+  if box[2] <= 0 or box[3] <= 0:
+    box = geometry.full_image_box(h, w).numpy().astype(np.float64)
+  if not bool(geometry.box_overlaps_image(box, h, w)):
+    raise ValueError(f"box {index} = {box.tolist()} lies entirely outside its {w}x{h} "
+                     "(width x height) image; a pose there would be made up")
+  return image, box.astype(np.float32)

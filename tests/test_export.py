@@ -305,6 +305,54 @@ def test_boxes_must_match_the_images(loaded, images):
     loaded.signatures["serving_default"](image_bytes=tf.constant([], tf.string))
 
 
+def test_truncated_jpeg_names_its_batch_entry(loaded, images):
+  jpeg = _encode(np.full((40, 30, 3), 128, np.uint8), "JPEG")
+  for cut in (jpeg[: len(jpeg) // 2], jpeg[:-2]):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"image_bytes\[1\] is a truncated JPEG"):
+      loaded.signatures["serving_default"](image_bytes=tf.constant([images[0], cut]))
+  # Data after the end marker (a phone's motion photo) is still a valid JPEG.
+  out = loaded.signatures["serving_default"](image_bytes=tf.constant([jpeg + b"trailing"]))
+  assert np.all(np.isfinite(out["joints"].numpy()))
+
+
+def test_request_pixel_budget_is_checked_before_decoding(loaded):
+  from deeppose_tf.export.inputs import MAX_REQUEST_PIXELS
+  big = _png_declaring(7000, 7000)  # 49 MP each, under the per-image limit
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=f"declare 245000000 pixels in all, over the limit of "
+                           f"{MAX_REQUEST_PIXELS} per request"):
+    loaded.signatures["serving_default"](image_bytes=tf.constant([big] * 5))
+
+
+@pytest.mark.parametrize("sig", ["predict_bytes_with_boxes", "predict_images"])
+def test_a_box_entirely_outside_its_image_is_refused(loaded, images, sig):
+  boxes = tf.constant([[30, 22, 40, 36], [10000, 10000, 50, 50]], tf.float32)
+  if sig == "predict_images":
+    pixels = tf.stack([tf.image.decode_image(b, channels=3, expand_animations=False)
+                       for b in images[:1]] * 2)
+    call = lambda: loaded.signatures[sig](images=pixels, boxes=boxes)
+  else:
+    call = lambda: loaded.signatures[sig](image_bytes=tf.constant(images[:2]), boxes=boxes)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"boxes\[1\] = .* lies entirely outside its"):
+    call()
+  # A box that overlaps its image only in part is a valid request.
+  if sig == "predict_images":
+    out = loaded.signatures[sig](images=pixels, boxes=tf.constant([[-5, -5, 20, 20]] * 2,
+                                                                   tf.float32))
+    assert np.all(np.isfinite(out["joints"].numpy()))
+
+
+def test_predict_images_refuses_empty_images_and_more_boxes_than_images(loaded):
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"images are 0x0 \(width x height\)"):
+    loaded.signatures["predict_images"](images=tf.zeros([1, 0, 0, 3], tf.uint8),
+                                        boxes=tf.zeros([1, 4]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="boxes has 3 rows for 1 images"):
+    loaded.signatures["predict_images"](images=tf.zeros([1, 40, 30, 3], tf.uint8),
+                                        boxes=tf.zeros([3, 4]))
+
+
 @pytest.mark.parametrize("args, message", [
     (["--precision=float16"], r"flag --precision=float16: value should be one of "
                               r"<float32\|bfloat16>"),
@@ -375,6 +423,30 @@ def tflite_fp32(workdir, tmp_path_factory):
                        text=True, env=_env(), cwd=REPO, timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
   return path
+
+
+@pytest.mark.parametrize("image, box, message", [
+    (np.full((40, 30, 3), np.nan, np.float32), [15, 20, 30, 40], "image 0 has non-finite"),
+    (np.full((40, 30, 3), np.inf, np.float32), [15, 20, 30, 40], "image 0 has non-finite"),
+    (np.zeros((0, 0, 3), np.uint8), [0, 0, 0, 0], "image 0 is 0x0"),
+    (np.zeros((40, 30), np.uint8), [15, 20, 30, 40], r"image 0 has shape \(40, 30\)"),
+    (np.zeros((40, 30, 4), np.uint8), [15, 20, 30, 40], r"image 0 has shape \(40, 30, 4\)"),
+    (np.zeros((40, 30, 3), np.uint8), [np.nan, 20, 30, 40], "box 0 .* is not a box"),
+    (np.zeros((40, 30, 3), np.uint8), [1e7, 20, 30, 40], "box 0 .* is not a box"),
+    (np.zeros((40, 30, 3), np.uint8), [10000, 10000, 50, 50], "box 0 .* entirely outside"),
+    (np.zeros((40, 30, 3), np.uint8), [1, 2, 3], r"box 0 is \(3,\)"),
+])
+def test_tflite_wrapper_checks_inputs_before_invoking(tflite_fp32, image, box, message):
+  from deeppose_tf.tflite_cascade import TFLiteCascade
+  from deeppose_tf.skeleton import LSP14
+  casc = TFLiteCascade(tflite_fp32, LSP14)
+  with pytest.raises(ValueError, match=message):
+    casc.predict_one(image, box)
+  with pytest.raises(ValueError, match=r"expected images \(B, H, W, 3\) and boxes \(B, 4\)"):
+    casc.predict(np.zeros((2, 40, 30, 3), np.uint8), np.zeros((3, 4)))
+  # A valid request answers with finite joints; w, h <= 0 means the whole image.
+  out = casc.predict_one(np.full((40, 30, 3), 100, np.uint8), [0, 0, 0, 0])
+  assert out.shape == (casc.num_stages, 14, 2) and np.isfinite(out).all()
 
 
 def test_tflite_fp32_builtin_ops_matches_saved_model(tflite_fp32, loaded, casc):

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from deeppose_tf import cascade, export
+from deeppose_tf import cascade, export, geometry
 from deeppose_tf import model as model_lib
 from deeppose_tf.skeleton import LSP14
 
@@ -30,7 +30,7 @@ for _fmt in ("JPEG", "PNG"):
   _buf = io.BytesIO()
   Image.fromarray(_rng.randint(0, 256, (30, 40, 3)).astype(np.uint8)).save(_buf, _fmt)
   GOOD[_fmt] = _buf.getvalue()
-tried = {"bytes": 0, "mutated": 0, "headers": 0, "boxes": 0}
+tried = {"bytes": 0, "mutated": 0, "headers": 0, "boxes": 0, "tflite": 0}
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +111,49 @@ def test_hostile_boxes(served, box):
   message = _call_bytes(served, [GOOD["PNG"]], boxes=[box])
   if not np.all(np.isfinite(box)):
     assert message != "ok", box
+
+
+@pytest.fixture(scope="module")
+def tflite_casc(tmp_path_factory):
+  from deeppose_tf.tflite_cascade import TFLiteCascade
+  keras.utils.set_random_seed(1)
+  config = model_lib.ModelConfig(input_size=72, width=0.1, fc_units=16)
+  casc = cascade.Cascade([model_lib.build_regressor(config, name=f"s{s}") for s in (1, 2)],
+                         LSP14, 2.0, 72, crop=geometry.crop_builtin)
+  path = str(tmp_path_factory.mktemp("hostile_tflite") / "m.tflite")
+  with open(path, "wb") as f:
+    f.write(export.convert_tflite(casc, 96, 96))
+  return TFLiteCascade(path, LSP14)
+
+
+_COORD = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
+                   st.floats(-200, 200))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shape=st.one_of(st.tuples(st.integers(0, 130), st.integers(0, 130), st.just(3)),
+                       st.tuples(st.integers(1, 40), st.integers(1, 40)),
+                       st.tuples(st.integers(1, 40), st.integers(1, 40), st.integers(1, 5))),
+       dtype=st.sampled_from(["uint8", "float32", "float64", "int32", "bool"]),
+       poison=st.sampled_from([None, np.nan, np.inf, -np.inf]),
+       box=st.lists(_COORD, min_size=3, max_size=5))
+def test_hostile_tflite_wrapper_inputs(tflite_casc, shape, dtype, poison, box):
+  """The interpreter checks nothing: the wrapper must refuse, naming the entry, what the
+  SavedModel refuses, and answer finite joints otherwise."""
+  tried["tflite"] += 1
+  image = np.full(shape, 77).astype(dtype)
+  if poison is not None and image.size and np.issubdtype(image.dtype, np.floating):
+    image.flat[0] = poison
+  try:
+    out = tflite_casc.predict_one(image, box)
+  except ValueError as e:
+    assert "image 0" in str(e) or "box 0" in str(e), str(e)
+    return
+  assert len(shape) == 3 and shape[2] == 3 and shape[0] * shape[1] > 0 and dtype != "bool"
+  assert len(box) == 4 and np.all(np.isfinite(box))
+  assert not (poison is not None and np.issubdtype(image.dtype, np.floating))
+  assert out.shape == (2, 14, 2) and np.all(np.isfinite(out))
 
 
 def test_process_survives_and_every_property_ran(served):

@@ -24,6 +24,11 @@ from deeppose_tf.data import records
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_END = b"\xff\xd9"  # EOI marker
+PNG_END = b"IEND"  # the last chunk's type
+# Decoded pixels one request may hold (4 images at the per-image limit): a request of many
+# small files that decode to huge images is refused before decoding. 200 MP = 600 MB uint8.
+MAX_REQUEST_PIXELS = 4 * records.MAX_IMAGE_PIXELS
 
 # Box coordinates beyond this are refused: they can only be garbage, and would overflow the
 # crop's int32 pixel indices into meaningless (or non-finite) joints.
@@ -61,8 +66,23 @@ def declared_size(encoded, index):
       wh = tf.io.decode_raw(tf.strings.substr(encoded, 16, 8), tf.int32, little_endian=False)
     return tf.cast(tf.stack([wh[1], wh[0]]), tf.int64)
 
+  def complete(marker, what):
+    # The decoders' own error for a cut file names no batch entry: check the end marker
+    # first. (A JPEG's end-of-image marker may be followed by other data, e.g. a phone's
+    # motion photo, so it is looked for anywhere after the start.)
+    found = tf.size(tf.strings.split(tf.strings.substr(encoded, 2, length), sep=marker)) > 1
+    return check(found, "image_bytes[{}] is a truncated " + what + " ({} bytes, no "
+                 "end marker)", index, length)
+
   with tf.control_dependencies(checks):
-    return tf.cond(is_jpeg, jpeg, png)
+    return tf.cond(is_jpeg,
+                   lambda: _after(complete(JPEG_END, "JPEG"), jpeg),
+                   lambda: _after(complete(PNG_END, "PNG"), png))
+
+
+def _after(op, fn):
+  with tf.control_dependencies([op]):
+    return fn()
 
 
 def decode_batch(image_bytes):
@@ -93,6 +113,12 @@ def decode_batch(image_bytes):
 
   sizes = tf.map_fn(size_of, (image_bytes, index),
                     fn_output_signature=tf.TensorSpec([2], tf.int32))
+  total = tf.reduce_sum(tf.cast(sizes[:, 0], tf.int64) * tf.cast(sizes[:, 1], tf.int64))
+  with tf.control_dependencies([check(
+      total <= MAX_REQUEST_PIXELS, "the request's {} images declare {} pixels in all, over "
+      "the limit of {} per request (checked before decoding); send fewer or smaller images "
+      "per request", b, total, MAX_REQUEST_PIXELS)]):
+    sizes = tf.identity(sizes)
 
   def decode(i, pixels):
     # Control flow is lowered to per-element dataflow: without this edge the decoder could
@@ -160,7 +186,8 @@ def crop_each(sizes):
 def resolve_boxes(boxes, heights, widths):
   """Boxes (B, 4) image pixels; a row with w <= 0 or h <= 0 becomes its full-image box.
 
-  Non-finite values or values beyond +-MAX_BOX_COORD raise InvalidArgumentError."""
+  Non-finite values, values beyond +-MAX_BOX_COORD, and a box entirely outside its image
+  raise InvalidArgumentError naming the row."""
   boxes = tf.cast(boxes, tf.float32)
   sane = tf.reduce_all(tf.math.is_finite(boxes) & (tf.abs(boxes) <= MAX_BOX_COORD), axis=1)
   bad_row = tf.argmin(tf.cast(sane, tf.int32), output_type=tf.int32)
@@ -170,4 +197,11 @@ def resolve_boxes(boxes, heights, widths):
     boxes = tf.identity(boxes)
   full = geometry.full_image_box(heights, widths)
   given = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
-  return tf.where(given[:, None], boxes, full)
+  boxes = tf.where(given[:, None], boxes, full)
+  inside = geometry.box_overlaps_image(boxes, heights, widths)
+  outside_row = tf.argmin(tf.cast(inside, tf.int32), output_type=tf.int32)
+  with tf.control_dependencies([check(
+      tf.reduce_all(inside), "boxes[{}] = {} lies entirely outside its {}x{} (width x height) "
+      "image; a pose there would be made up", outside_row, tf.gather(boxes, outside_row),
+      tf.gather(widths, outside_row), tf.gather(heights, outside_row))]):
+    return tf.identity(boxes)

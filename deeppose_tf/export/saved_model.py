@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from deeppose_tf import geometry
 from deeppose_tf.cascade import Cascade
+from deeppose_tf.data import records
 from deeppose_tf.export import inputs
 
 
@@ -46,7 +47,16 @@ class CascadeModule(tf.Module):
   def predict_images(self, images, boxes):
     shape = tf.shape(images)
     b = shape[0]
-    boxes = inputs.resolve_boxes(boxes, tf.fill([b], shape[1]), tf.fill([b], shape[2]))
+    checks = [
+        inputs.check(tf.equal(tf.shape(boxes)[0], b), "boxes has {} rows for {} images; "
+                     "expected one row per image", tf.shape(boxes)[0], b),
+        inputs.check((shape[1] > 0) & (shape[2] > 0), "images are {}x{} (width x height); "
+                     "expected a positive size", shape[2], shape[1]),
+        inputs.check(tf.cast(shape[1], tf.int64) * tf.cast(shape[2], tf.int64)
+                     <= records.MAX_IMAGE_PIXELS, "images are {}x{} (width x height), over "
+                     "the limit of {} pixels", shape[2], shape[1], records.MAX_IMAGE_PIXELS)]
+    with tf.control_dependencies(checks):
+      boxes = inputs.resolve_boxes(boxes, tf.fill([b], shape[1]), tf.fill([b], shape[2]))
     return serving_outputs(self._cascade, images, boxes)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, "image_bytes"),

@@ -1,4 +1,6 @@
-"""Runs a cascade over every image of a split (with a progress bar) and gathers the results."""
+"""Poses from a trained model: `predict_split` runs a cascade over a prepared split (evaluation,
+statistics); `python -m deeppose_tf.predict` runs any model on your own photos and videos
+(see __main__.py)."""
 
 from __future__ import annotations
 
