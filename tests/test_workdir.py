@@ -123,6 +123,7 @@ TINY = ["--noexport", "--noevaluate", "--dataset=lsp", "--input_size=72", "--wid
         "--stats_images=8", "--curve_every=0"]
 
 
+@pytest.mark.slow  # three CLI runs, ~25 s; the lock and resume unit tests above run by default
 def test_train_cli_lock_stale_lock_and_resume_check(tiny_data, tmp_path):
   """A second train in a running workdir is refused naming the first's PID; after the
   first is SIGKILLed its stale lock does not block; a resume with another sigma is refused

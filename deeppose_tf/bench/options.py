@@ -7,6 +7,7 @@ import dataclasses
 import os
 from typing import Optional, Tuple
 
+from deeppose_tf import backbones, heads, losses, model
 from deeppose_tf.data import datasets
 from deeppose_tf.skeleton import LSP14
 
@@ -16,11 +17,11 @@ AUGMENTS = ("recipe", "paper")  # pipeline.RECIPE_AUGMENT or the paper's light j
 # joints the bench network predicts.
 SOURCE_DATASETS = tuple(name for name, spec in datasets.DATASETS.items()
                         if spec.needs_source and spec.skeleton == LSP14)
-BACKBONES = ("alexnet", "resnet", "mobilenetv2")
-HEADS = ("fc", "integral")
+BACKBONES = tuple(backbones.BACKBONES)
+HEADS = tuple(heads.HEADS)
 HEATMAP_STRIDES = (4, 8)
-LOSSES = ("l2", "l1", "smooth_l1")
-PRECISIONS = ("float32", "bfloat16")
+LOSSES = losses.LOSSES
+PRECISIONS = model.PRECISIONS
 
 
 @dataclasses.dataclass(frozen=True)

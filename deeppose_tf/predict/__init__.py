@@ -4,7 +4,7 @@ statistics); `python -m deeppose_tf.predict` runs any model on your own photos a
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -16,12 +16,16 @@ from deeppose_tf.progress import Progress
 
 
 def predict_split(casc, data_dir: str, split: str, limit: Optional[int] = None,
-                  batch_size: int = 16, keep_images: int = 0, desc: str = "predict") -> dict:
+                  batch_size: int = 16, keep_images: int = 0, desc: str = "predict",
+                  box_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> dict:
   """Cascade predictions on a split, in record order. casc: a Cascade, or a
   tflite_cascade.TFLiteCascade (the same results from a converted .tflite file).
 
+  box_fn: None uses each record's initial box; else box_fn(image (h, w, 3) uint8) -> (4,)
+  (cx, cy, w, h) replaces it (e.g. a person detector's box).
   Returns poses (N, S, K, 2), joints (N, K, 2), visible (N, K), boxes (N, 4) (image
-  pixels), ids (N,), and `images`: the first `keep_images` images (uint8, own sizes).
+  pixels, the boxes used), ids (N,), and `images`: the first `keep_images` images (uint8,
+  own sizes).
   """
   skeleton = casc.skeleton
   total = records.read_meta(data_dir, split)["num_records"]
@@ -41,6 +45,11 @@ def predict_split(casc, data_dir: str, split: str, limit: Optional[int] = None,
   parts, images = [], []
   bar = Progress(desc, total, unit="images")
   for batch in pipeline.eval_dataset(data_dir, split, skeleton, batch_size, limit):
+    if box_fn is not None:
+      batch = dict(batch)
+      batch["box"] = tf.constant(np.stack([
+          box_fn(batch["image"][i, :int(h), :int(w)].numpy()) for i, (h, w) in
+          enumerate(zip(batch["height"].numpy(), batch["width"].numpy()))]).astype(np.float32))
     poses = run(batch)
     parts.append({"poses": poses, "joints": batch["joints"].numpy(),
                   "visible": batch["visible"].numpy(), "boxes": batch["box"].numpy(),
