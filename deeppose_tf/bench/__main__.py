@@ -1,6 +1,6 @@
 """Performance benchmarks: a table on stdout, and JSON on stdout and in --json.
 
-  python -m deeppose_tf.bench [--only=peak,pipeline,train,e2e,infer,quant] [--json=FILE]
+  python -m deeppose_tf.bench [--only=peak,pipeline,train,e2e,infer,quant,model] [--json=FILE]
       [--data_dir=DIR | --source_dir=DIR --dataset=lspet] [--workdir=TRAINED] [...]
 
 See `--help` for every flag and deeppose_tf/bench/__init__.py for what each section measures.
@@ -24,7 +24,8 @@ flags.DEFINE_list("only", list(BenchConfig.only), "Benchmarks to run, from "
                   "measured matmul peak; pipeline: tf.data alone; e2e: training through the "
                   "pipeline against in-memory data; infer: cascade latency against the FLOPs "
                   "bound; quant: Keras fp32/bfloat16 and TFLite fp32/int8 accuracy of the "
-                  "trained cascade in --workdir.")
+                  "trained cascade in --workdir; model: load time and batch-1 latency of the "
+                  "--models files as the predict command runs them.")
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 # Data (pipeline, e2e).
 flags.DEFINE_string("data_dir", None, "pipeline, e2e: folder of prepared TFRecords with a "
@@ -79,6 +80,10 @@ flags.DEFINE_list("infer_batches", [str(b) for b in BenchConfig.infer_batches],
                   "infer: Keras cascade batch sizes (the SavedModel: those up to 8).")
 flags.DEFINE_boolean("tflite", BenchConfig.tflite, "infer: also convert to TFLite (fp32, "
                      "float16, int8) and time batch 1.")
+# The predict command's models.
+flags.DEFINE_list("models", [], "model: model files or folders to time as the predict "
+                  "command loads them (.tflite, SavedModel, workdir); the first is the "
+                  "reference of the others' latency.")
 # Accuracy.
 flags.DEFINE_string("workdir", None, "quant: workdir of a trained cascade.")
 flags.DEFINE_string("eval_split", BenchConfig.eval_split, "quant: split to evaluate.")

@@ -11,7 +11,7 @@ from deeppose_tf import backbones, heads, losses, model
 from deeppose_tf.data import datasets
 from deeppose_tf.skeleton import LSP14
 
-BENCHMARKS = ("peak", "pipeline", "train", "e2e", "infer", "quant")
+BENCHMARKS = ("peak", "pipeline", "train", "e2e", "infer", "quant", "model")
 AUGMENTS = ("recipe", "paper")  # pipeline.RECIPE_AUGMENT or the paper's light jitter
 # Datasets read from --source_dir: those with original files on the LSP14 skeleton, the
 # joints the bench network predicts.
@@ -55,6 +55,8 @@ class BenchConfig:
   stages: int = 3
   infer_batches: Tuple[int, ...] = (1, 8, 32)
   tflite: bool = True
+  # the predict command's models (section "model")
+  models: Tuple[str, ...] = ()
   # accuracy
   workdir: Optional[str] = None
   eval_split: str = "test"
@@ -70,6 +72,7 @@ class BenchConfig:
       raise ValueError(f"--only={','.join(only)}: unknown benchmarks {unknown}; allowed: "
                        f"{', '.join(BENCHMARKS)}")
     object.__setattr__(self, "only", only)
+    object.__setattr__(self, "models", tuple(self.models))
     try:
       batches = tuple(int(b) for b in self.infer_batches)
     except (TypeError, ValueError):
@@ -111,6 +114,9 @@ class BenchConfig:
       path = getattr(self, name)
       if path and not os.path.isdir(path):
         raise ValueError(f"--{name}={path}: no such directory")
+    if "model" in only and not self.models:
+      raise ValueError("--only includes model, which measures model files: pass "
+                       "--models=PATH[,PATH...] (a .tflite file, a SavedModel or a workdir)")
     if "quant" in only and not self.workdir:
       raise ValueError("--only includes quant, which measures a trained cascade: pass "
                        "--workdir")
