@@ -8,6 +8,8 @@ setup(
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["deeppose_tf", "deeppose_tf.*"]),
+    # The bundled model (predict's default) and its card.
+    package_data={"deeppose_tf": ["models/*.tflite", "models/*.json", "models/*.md"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.21,<3",
@@ -18,6 +20,7 @@ setup(
         "scipy",
         "matplotlib",
         "tensorboard",
+        "ai-edge-litert",  # runs the bundled .tflite model of the predict command
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "ai-edge-litert", "opencv-python-headless<5",

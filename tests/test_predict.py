@@ -201,7 +201,7 @@ def test_help_lists_the_flags():
 def test_bench_model_section_times_load_and_latency(workdir):
   from deeppose_tf import bench
   report = bench.run(["model"], models=(workdir, workdir), min_time=0.02, matmul_n=64)
-  out = report.to_json()["model"]
+  out = report.to_json()["models"]
   assert out["0"]["load_s"] > 0 and out["0"]["latency_ms"] > 0 and out["0"]["stages"] == 2
   assert out["1"]["x_reference"] > 0  # the second is compared with the first
   assert "batch-1 latency per person" in report.table()

@@ -36,7 +36,7 @@ def model_results(paths: Sequence[str], min_time: float, num_threads: int = 2
   results, reference = [], None
   for i, path in enumerate(paths):
     name = os.path.basename(os.path.normpath(path))
-    entry = f"model.{i}"
+    entry = f"models.{i}"
     t0 = time.perf_counter()
     model = models.load(path, num_threads=num_threads)
     load_s = time.perf_counter() - t0
