@@ -11,6 +11,7 @@ from helpers import REPO, subprocess_env
 from deeppose_tf import bench, export
 
 
+@pytest.mark.slow  # ~25 s; CI runs the slow suite too (the default run stays under 10 min)
 def test_infer_benchmark_tiny(monkeypatch):
   convert = export.convert_tflite
 

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 from PIL import Image
 
+from deeppose_tf import workdir as workdir_lib
 from test_train import REPO, TINY_FLAGS, _env
 
 
@@ -36,8 +37,7 @@ def test_train_two_stages_then_evaluate_writes_the_report(tiny_data, tmp_path):
       assert im.format == "PNG" and im.size[0] > 200
   # Stage statistics exist for both stages and are finite.
   for s in (1, 2):
-    with open(os.path.join(workdir, f"stage{s}", "displacement.json")) as f:
-      stats = json.load(f)
+    stats = workdir_lib.load_stats(workdir, s)
     assert np.all(np.isfinite(stats["cov"])) and len(stats["mean"]) == 14
 
   # Training ends with a TF Serving SavedModel export (version 1).

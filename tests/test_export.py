@@ -72,12 +72,11 @@ def workdir(tiny_data, tmp_path_factory):
     os.makedirs(workdir_lib.stage_dir(d, s))
     workdir_lib.save_model(model_lib.build_regressor(config, name=f"stage{s}"),
                            workdir_lib.model_path(d, s))
-  with open(os.path.join(d, "config.json"), "w") as f:
-    json.dump({"skeleton": "lsp14", "input_size": SIZE, "sigma": 2.0, "num_stages": 2,
-               "data_dir": tiny_data, "train_split": "train",
-               "model": dataclasses.asdict(config)}, f)
-  with open(os.path.join(d, "mean_pose.json"), "w") as f:  # what evaluate compares with
-    json.dump({"mean_pose": pipeline.mean_pose(tiny_data, "train", LSP14).tolist()}, f)
+  workdir_lib.write_config(d, {"skeleton": "lsp14", "input_size": SIZE, "sigma": 2.0,
+                               "num_stages": 2, "data_dir": tiny_data, "train_split": "train",
+                               "model": dataclasses.asdict(config)})
+  # What evaluate compares with.
+  workdir_lib.write_mean_pose(d, pipeline.mean_pose(tiny_data, "train", LSP14))
   return d
 
 
@@ -492,6 +491,7 @@ def test_evaluate_tflite_matches_the_keras_cascade(workdir, tflite_fp32, casc, t
     TFLiteCascade(tflite_fp32, FLIC10)
 
 
+@pytest.mark.slow  # ~18 s; CI runs the slow suite too
 def test_bench_quant_reports_keras_fp32_and_int8_accuracy(workdir, tmp_path):
   """bench --only=quant: the same split through the Keras cascade, TFLite fp32 and int8;
   fp32 scores what Keras scores (same poses within 0.5 px on 8 images)."""

@@ -6,7 +6,6 @@ nothing. Each test counts the inputs it tried and a last test asserts the counts
 silently skipped property cannot pass.
 """
 
-import json
 import os
 import shutil
 import tempfile

@@ -156,6 +156,7 @@ def _max_rel(a, b):
   return float(np.max(np.abs(a - b) / np.abs(b)))
 
 
+@pytest.mark.slow  # ~25 s, two worker processes; CI runs the slow suite too
 def test_two_workers_match_one_process_and_only_the_chief_keeps_checkpoints(tiny_data,
                                                                             tmp_path):
   """2 workers x 1 CPU on the same global batch of 8 give the same per-step losses as one

@@ -15,7 +15,6 @@ from helpers import REPO, subprocess_env
 from deeppose_tf import cascade, geometry, losses, optim, pipeline
 from deeppose_tf import model as model_lib
 from deeppose_tf import workdir as workdir_lib
-from deeppose_tf.data import records
 from deeppose_tf.skeleton import LSP14
 
 STRONG = pipeline.AugmentConfig(translate=0.15, scale=(0.7, 1.3), flip=True, rotate=40.0,
@@ -226,10 +225,10 @@ def test_bfloat16_training_is_finite_and_saves_float32(tmp_path):
   np.testing.assert_allclose(loaded(images).numpy(), net(images).numpy(), atol=0.02)
 
 
+@pytest.mark.slow  # ~30 s; test_export keeps a default TFLite-vs-SavedModel check
 def test_integral_cascade_tflite_matches_saved_model(tiny_data, tmp_path):
   """An integral-head cascade exports as SavedModel and builtins-only TFLite, which agree."""
   from ai_edge_litert.interpreter import Interpreter
-  import json
   size = 48
   d = str(tmp_path / "work")
   keras.utils.set_random_seed(0)
@@ -243,9 +242,8 @@ def test_integral_cascade_tflite_matches_saved_model(tiny_data, tmp_path):
     net.get_layer("heatmaps").set_weights([np.random.RandomState(s).normal(
         0, 0.5, w[0].shape).astype(np.float32), w[1]])
     workdir_lib.save_model(net, workdir_lib.model_path(d, s))
-  with open(os.path.join(d, "config.json"), "w") as f:
-    json.dump({"skeleton": "lsp14", "input_size": size, "sigma": 2.0, "num_stages": 2,
-               "data_dir": tiny_data, "train_split": "train"}, f)
+  workdir_lib.write_config(d, {"skeleton": "lsp14", "input_size": size, "sigma": 2.0,
+                               "num_stages": 2, "data_dir": tiny_data, "train_split": "train"})
   env = subprocess_env()
   saved = str(tmp_path / "serving")
   lite = str(tmp_path / "m.tflite")

@@ -81,6 +81,7 @@ _MIRROR_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # ~22 s, a subprocess per replica count; CI runs the slow suite too
 def test_mirrored_two_cpu_replicas_match_one_device(tiny_data, tmp_path):
   """2 logical CPU devices and 1 device on the same global batch give the same per-step
   losses. Tolerance 1e-4 relative: only the order of the float32 gradient reduction
