@@ -60,17 +60,18 @@ def define_train_flags() -> None:
   d.DEFINE_float("sigma", 2.0, "Refinement box side in torso diameters (FLIC 1.0, LSP 2.0).")
   d.DEFINE_integer("draws", 40, "Refinement crops drawn per training image per visit (the "
                    "paper: 40 per joint).")
-  d.DEFINE_float("translate", RECIPE.translate, "Training box jitter: max centre shift, fraction of size "
-                 "(the paper-style light jitter: 0.05).")
-  d.DEFINE_list("scale", [str(v) for v in RECIPE.scale], "Box scale jitter range min,max (paper-style: "
-                "0.9,1.1).")
+  d.DEFINE_float("translate", RECIPE.translate, "Training box jitter: max centre shift, "
+                 "fraction of size (the paper-style light jitter: 0.05).")
+  d.DEFINE_list("scale", [str(v) for v in RECIPE.scale], "Box scale jitter range min,max "
+                "(paper-style: 0.9,1.1).")
   d.DEFINE_float("rotate", RECIPE.rotate, "Max random rotation in degrees (uniform in +-rotate); 0 "
                  "turns it off (the paper). Shift, scale, rotation and flip are one affine "
                  "warp per crop; joints are mapped by the same transform.")
   d.DEFINE_boolean("flip", RECIPE.flip, "Random left/right mirroring with joint relabelling.")
-  d.DEFINE_float("brightness", RECIPE.brightness, "Colour jitter: max brightness change, fraction of the "
-                 "0-255 range (0 = off).")
-  d.DEFINE_float("contrast", RECIPE.contrast, "Colour jitter: contrast factor in [1-c, 1+c] (0 = off).")
+  d.DEFINE_float("brightness", RECIPE.brightness, "Colour jitter: max brightness change, "
+                 "fraction of the 0-255 range (0 = off).")
+  d.DEFINE_float("contrast", RECIPE.contrast, "Colour jitter: contrast factor in [1-c, 1+c] "
+                 "(0 = off).")
   d.DEFINE_float("saturation", RECIPE.saturation, "Colour jitter: saturation factor in [1-s, 1+s] "
                  "(0 = off).")
   d.DEFINE_integer("cache_max_side", 320, "Keep the decoded training images in memory, "

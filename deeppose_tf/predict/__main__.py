@@ -164,11 +164,14 @@ class Writer:
       rec.update({"person": i, "box": [round(float(v), 2) for v in box],
                   "joints": {n: [round(float(x), 2), round(float(y), 2)]
                              for n, (x, y) in zip(names, pose[-1])},
-                  "joints_per_stage": np.round(np.asarray(pose, np.float64), 2).tolist(), "model": meta})
+                  "joints_per_stage": np.round(np.asarray(pose, np.float64), 2).tolist(),
+                  "model": meta})
       self._jsonl.write(json.dumps(rec) + "\n")
       self.people += 1
       if self.coco:
-        kp = np.concatenate([np.asarray(pose[-1], np.float64), np.full((len(names), 1), 2.0)], 1).reshape(-1)
+        # COCO keypoints: x, y, visibility (2 = labelled and visible) per joint.
+        kp = np.concatenate([np.asarray(pose[-1], np.float64),
+                             np.full((len(names), 1), 2.0)], 1).reshape(-1)
         self._coco.append({"image_id": path if frame is None else f"{path}#{frame}",
                            "category_id": 1, "keypoints": np.round(kp, 2).tolist(),
                            "score": 1.0, "bbox": [float(box[0] - box[2] / 2),
