@@ -65,6 +65,13 @@ class Cascade:
       poses.append(pose)
     return tf.stack(poses, axis=1)
 
+  def traced_predict(self):
+    """`predict` as one tf.function for uint8 image batches of any size: one trace serves
+    every batch (image sizes vary from batch to batch). It reads the stages' variables, so
+    later weight updates need no retrace."""
+    return tf.function(self.predict, input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.uint8), tf.TensorSpec([None, 4], tf.float32)])
+
   @classmethod
   def load(cls, workdir: str, num_stages: Optional[int] = None,
            precision: str = "float32") -> "Cascade":

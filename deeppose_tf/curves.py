@@ -62,8 +62,6 @@ def make_val_evaluator(prev_stages: Sequence[keras.Model], skeleton: Skeleton, s
     raise ValueError(f"split {split!r} in {data_dir!r} has no records to validate on")
   joints = np.concatenate([b[2] for b in batches])
   visible = np.concatenate([b[3] for b in batches])
-  signature = [tf.TensorSpec([None, None, None, 3], tf.uint8),
-               tf.TensorSpec([None, 4], tf.float32)]
   # id(net) -> (net, traced predict). Holding `net` keeps its id from being reused by
   # another object; the trace reads the variables, so weight updates need no retrace.
   cache = {}
@@ -72,7 +70,7 @@ def make_val_evaluator(prev_stages: Sequence[keras.Model], skeleton: Skeleton, s
     entry = cache.get(id(net))
     if entry is None or entry[0] is not net:
       casc = Cascade(prev_stages + [net], skeleton, sigma, input_size)
-      entry = cache[id(net)] = (net, tf.function(casc.predict, input_signature=signature))
+      entry = cache[id(net)] = (net, casc.traced_predict())
     fn = entry[1]
     pose = np.concatenate([fn(images, boxes)[:, -1].numpy() for images, boxes, _, _ in batches])
     summary = metrics.summarize(pose, joints, visible, skeleton)

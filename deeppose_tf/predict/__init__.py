@@ -32,9 +32,7 @@ def predict_split(casc, data_dir: str, split: str, limit: Optional[int] = None,
   if limit:
     total = min(total, limit)
   if isinstance(casc, Cascade):
-    # One trace for every batch: image sizes vary from batch to batch.
-    fn = tf.function(casc.predict, input_signature=[
-        tf.TensorSpec([None, None, None, 3], tf.uint8), tf.TensorSpec([None, 4], tf.float32)])
+    fn = casc.traced_predict()
 
     def run(batch):
       return fn(batch["image"], batch["box"]).numpy()

@@ -49,7 +49,6 @@ def _same_size_batches(images, boxes):
 
 class _KerasModel(PoseModel):
   def __init__(self, workdir: str):
-    import tensorflow as tf
     from deeppose_tf import workdir as workdir_lib
     from deeppose_tf.cascade import Cascade
     casc = Cascade.load(workdir)
@@ -58,8 +57,7 @@ class _KerasModel(PoseModel):
     config = workdir_lib.read_config(workdir)
     self.version = config.get("model", {}).get("backbone", "alexnet") + "-" + \
         config.get("model", {}).get("head", "fc")
-    self._fn = tf.function(casc.predict, input_signature=[
-        tf.TensorSpec([None, None, None, 3], tf.uint8), tf.TensorSpec([None, 4], tf.float32)])
+    self._fn = casc.traced_predict()
 
   def predict(self, images, boxes):
     out = np.zeros((len(images), self.num_stages, self.skeleton.num_joints, 2), np.float32)
