@@ -166,9 +166,7 @@ TRAIN_RANGES = {
 
 
 def _describe(lo, hi) -> str:
-  left = f"{lo[0]}{lo[1:]}" if lo else "(-inf"
-  right = f"{hi[:-1]}{hi[-1]}" if hi else "inf)"
-  return f"{left}, {right}"
+  return f"{lo or '(-inf'}, {hi or 'inf)'}"
 
 
 def register_range(name: str, lo, hi, flag_values=flags.FLAGS) -> None:

@@ -151,16 +151,13 @@ class Writer:
     meta = {"name": self.model.name, "version": self.model.version,
             "skeleton": self.model.skeleton.name}
     names = self.model.skeleton.joints
+    where = {"image": path} if frame is None else {"image": path, "frame": frame}
     if len(boxes) == 0:
-      rec = {"image": path, "person": None, "box": None, "joints": None,
+      rec = {**where, "person": None, "box": None, "joints": None,
              "joints_per_stage": None, "model": meta, "note": "no person found"}
-      if frame is not None:
-        rec = {"image": path, "frame": frame, **{k: v for k, v in rec.items() if k != "image"}}
       self._jsonl.write(json.dumps(rec) + "\n")
     for i, (box, pose) in enumerate(zip(boxes, poses)):
-      rec = {"image": path}
-      if frame is not None:
-        rec["frame"] = frame
+      rec = dict(where)
       rec.update({"person": i, "box": [round(float(v), 2) for v in box],
                   "joints": {n: [round(float(x), 2), round(float(y), 2)]
                              for n, (x, y) in zip(names, pose[-1])},
