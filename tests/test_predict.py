@@ -21,6 +21,8 @@ from deeppose_tf.skeleton import LSP14
 from helpers import REPO, subprocess_env
 
 SIZE = 67
+CV2_REASON = ('OpenCV is an optional extra (pip install "deeppose_tf[face]"; the [test] '
+              'extra installs it): the HOG detector and videos need it')
 
 
 def _grace_hopper():
@@ -122,7 +124,7 @@ def test_user_boxes_file_gives_a_pose_per_box(workdir, photos, tmp_path):
 
 
 def test_hog_detector_finds_people_and_says_when_there_are_none(workdir, tmp_path):
-  pytest.importorskip("cv2")
+  pytest.importorskip("cv2", reason=CV2_REASON)
   det = detect.HogPeopleDetector()
   # A real photo without a standing person (a portrait): HOG finds no pedestrian.
   portrait = np.asarray(Image.open(_grace_hopper()).convert("RGB"))
@@ -139,7 +141,7 @@ def test_hog_detector_finds_people_and_says_when_there_are_none(workdir, tmp_pat
 
 
 def test_video_gives_json_lines_per_frame_and_an_annotated_video(workdir, tmp_path):
-  cv2 = pytest.importorskip("cv2")
+  cv2 = pytest.importorskip("cv2", reason=CV2_REASON)
   video = str(tmp_path / "clip.mp4")
   frames = [np.asarray(Image.open(__import__("io").BytesIO(r.image)).convert("RGB").resize(
       (96, 128))) for r in synthetic.generate(5, seed=2)]
@@ -159,7 +161,7 @@ def test_video_gives_json_lines_per_frame_and_an_annotated_video(workdir, tmp_pa
 
 
 def test_bad_inputs_are_named_the_batch_goes_on_and_exits_nonzero(workdir, photos, tmp_path):
-  pytest.importorskip("cv2")
+  pytest.importorskip("cv2", reason=CV2_REASON)
   notimage = tmp_path / "notes.jpg"
   notimage.write_text("this is not a picture")
   truncated = tmp_path / "cut.jpg"
