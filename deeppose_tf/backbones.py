@@ -15,6 +15,8 @@ of the same backbone.
   mobilenetv2  keras.applications.MobileNetV2 (include_top=False) with `weights`: None
                (random init), a user-supplied weights file of that network, or "imagenet"
                on a machine that can download; pyramid {4, 8, 16, 32}, top the stride-32 map.
+  multires     Tompson et al.'s multi-resolution bank (tompson.py): the crop at 3 scales, a
+               5x5 conv/pool bank each, upsampled and summed; pyramid {4}.
 
 A new backbone is one function plus one `BACKBONES` entry.
 """
@@ -175,4 +177,10 @@ BACKBONES: Dict[str, Backbone] = {
     "mobilenetv2": Backbone(lambda x, c: mobilenetv2(x, c.input_size, c.width,
                                                      c.backbone_weights),
                             strides=(4, 8, 16, 32)),
+    "multires": Backbone(lambda x, c: _multires(x, c.width), strides=(4,)),
 }
+
+
+def _multires(x, width):
+  from deeppose_tf import tompson  # imports this module
+  return tompson.multires(x, width)

@@ -7,7 +7,7 @@ Library code receives these objects; only entry points read absl flags (flags.py
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -78,6 +78,7 @@ class Settings:
   eval_split: Optional[str] = None
   stats_trim: float = 1.0
   refine_init: str = "scratch"
+  phase_steps: Tuple[int, ...] = ()  # tompson stages: steps of each phase (empty: split)
 
   def __post_init__(self):
     if isinstance(self.skeleton, str):

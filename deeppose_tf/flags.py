@@ -78,15 +78,24 @@ def define_train_flags() -> None:
                    "shrunk to at most this many pixels on the longer side, instead of "
                    "decoding every JPEG on every visit; 0 keeps full size, -1 turns the "
                    "cache off (for splits that do not fit in memory).")
+  d.DEFINE_enum("method", "deeppose", list(METHODS), "deeppose: the cascade of regressors "
+                "(--backbone, --head). tompson: Tompson et al. 2014, a multi-resolution "
+                "heatmap ConvNet plus a spatial model (sets --backbone=multires "
+                "--head=tompson --heatmap_stride=4; trained in the phases detector, "
+                "spatial, joint: --phase_steps). See BUILD.md, 'Tompson et al.'.")
+  d.DEFINE_list("phase_steps", [], "--method=tompson: optimizer steps of the phases "
+                "detector,spatial,joint of each stage (3 comma-separated integers). Default: "
+                "the stage's --steps_per_stage split 70/10/20%.")
   d.DEFINE_enum("backbone", "alexnet", list(backbones.BACKBONES), "alexnet: the "
                 "paper's; resnet: a small ResNet that trains from scratch on a CPU; "
                 "mobilenetv2: keras.applications' (see --backbone_weights).")
   d.DEFINE_enum("head", "fc", list(heads.HEADS), "fc: the paper's fully connected "
                 "regressor; integral: K heatmaps decoded by soft-argmax (DSNT / integral "
-                "regression), fully convolutional.")
+                "regression), fully convolutional; tompson: --method=tompson's (set by it).")
   d.DEFINE_integer("heatmap_stride", 8, "Integral head: heatmap cell size in input pixels "
                    "(4 or 8).")
-  d.DEFINE_integer("head_channels", 128, "Integral head: channels of its fusion layers.")
+  d.DEFINE_integer("head_channels", 128, "Integral head: channels of its fusion layers; tompson "
+                   "head: of its 9x9 and 1x1 convolutions.")
   d.DEFINE_string("backbone_weights", None, "mobilenetv2 only: 'imagenet' (needs a download) "
                   "or the path of a weights file of keras.applications.MobileNetV2("
                   "include_top=False) with alpha = --width.")
@@ -97,8 +106,11 @@ def define_train_flags() -> None:
                 "joints, summed over annotated joints (l2: the paper).")
   d.DEFINE_float("heatmap_loss_weight", 0.0, "Integral head: weight of the heatmap "
                  "cross-entropy against a Gaussian at the target (DSNT-style "
-                 "regularizer); 0 = coordinate loss only.")
-  d.DEFINE_float("heatmap_sigma", 1.0, "Std of that Gaussian, in heatmap cells.")
+                 "regularizer); 0 = coordinate loss only. --method=tompson: weight of the "
+                 "detector's heatmap MSE in the joint phase (0 means 1).")
+  d.DEFINE_float("heatmap_sigma", 1.0, "Std of that Gaussian, in heatmap cells (also the "
+                 "targets of --method=tompson's MSE and spatial cross-entropy; the paper "
+                 "uses about 1.5).")
   d.DEFINE_enum("lr_schedule", "constant", list(optim.SCHEDULES), "Learning rate "
                 "after warm-up: constant, cosine decay to 0 over the stage, or x0.1 at 70% "
                 "and 90% of it.")
@@ -192,6 +204,27 @@ def register_range(name: str, lo, hi, flag_values=flags.FLAGS) -> None:
   flags.register_validator(name, check, flag_values=flag_values)
 
 
+# --method -> the backbone, head and heatmap stride it means (None: the flags' own).
+METHODS = {"deeppose": None,
+           "tompson": {"backbone": "multires", "head": "tompson", "heatmap_stride": 4}}
+
+
+def _method_settings(f) -> dict:
+  """backbone, head and heatmap_stride after --method; an explicit flag that contradicts
+  the method is an error, not silently overridden."""
+  chosen = {k: getattr(f, k) for k in ("backbone", "head", "heatmap_stride")}
+  implied = METHODS[f.method]
+  if implied is None:
+    if f.head == "tompson" or f.phase_steps:
+      raise ValueError("--head=tompson and --phase_steps belong to --method=tompson")
+    return chosen
+  for k, v in implied.items():
+    if f[k].present and getattr(f, k) != v:
+      raise ValueError(f"--method={f.method} uses --{k}={v}; got --{k}={getattr(f, k)}")
+    chosen[k] = v
+  return chosen
+
+
 def resolve_data_dir(f) -> str:
   return f.data_dir or os.path.join(f.workdir, "data")
 
@@ -214,8 +247,16 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
     raise ValueError(f"--stage={f.stage} is outside 1..--num_stages={f.num_stages}")
   if f.heatmap_loss_weight < 0:
     raise ValueError(f"--heatmap_loss_weight must be >= 0, got {f.heatmap_loss_weight}")
-  if f.heatmap_loss_weight > 0 and f.head != "integral":
+  arch = _method_settings(f)
+  if f.heatmap_loss_weight > 0 and arch["head"] == "fc":
     raise ValueError("--heatmap_loss_weight needs --head=integral (the fc head has no heatmaps)")
+  try:
+    phase_steps = tuple(int(s) for s in f.phase_steps)
+  except ValueError:
+    phase_steps = (0,)
+  if phase_steps and (len(phase_steps) != 3 or min(phase_steps) < 1):
+    raise ValueError(f"--phase_steps must be 3 positive integers (detector,spatial,joint), "
+                     f"got {f.phase_steps}")
   if not 0.0 < f.stats_trim <= 1.0:
     raise ValueError(f"--stats_trim must be in (0, 1], got {f.stats_trim}")
   if f.warmup_steps < 0:
@@ -229,8 +270,9 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
       data_dir=data_dir, train_split="train",
       model=ModelConfig(num_joints=skeleton.num_joints, input_size=f.input_size,
                         width=f.width, fc_units=f.fc_units, dropout=f.dropout, norm=f.norm,
-                        output_init=f.output_init, backbone=f.backbone, head=f.head,
-                        heatmap_stride=f.heatmap_stride, head_channels=f.head_channels,
+                        output_init=f.output_init, backbone=arch["backbone"],
+                        head=arch["head"], heatmap_stride=arch["heatmap_stride"],
+                        head_channels=f.head_channels,
                         backbone_weights=f.backbone_weights, precision=f.precision),
       augment=AugmentConfig(translate=f.translate, scale=scale, flip=f.flip, rotate=f.rotate,
                             brightness=f.brightness, contrast=f.contrast,
@@ -242,7 +284,7 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
                     weight_decay=f.weight_decay),
       cache_max_side=None if f.cache_max_side < 0 else f.cache_max_side,
       curve_every=f.curve_every, curve_images=f.curve_images, stats_trim=f.stats_trim,
-      refine_init=f.refine_init,
+      refine_init=f.refine_init, phase_steps=phase_steps,
       steps=steps, batch_size=f.batch_size, sigma=f.sigma, draws=f.draws, seed=f.seed,
       stats_images=f.stats_images,
       num_stages=f.num_stages, skeleton=skeleton, init_weights=f.init_weights)

@@ -8,6 +8,9 @@
             heatmap's cell centres give the joints (soft-argmax, as DSNT and integral
             regression). The refinement crop around joint i reads heatmap i, like the fc
             head's output i. Every op is a TFLite builtin (softmax, matmul, resize).
+  tompson   Tompson et al. 2014 (tompson.py): 9x9 convolutions to K detector heatmaps
+            "heatmaps" at stride 4, the spatial model "spatial" over them and the peak
+            decoding "joints". Needs the skeleton's edges.
 
 A new head is one function plus one `HEADS` entry.
 """
@@ -110,18 +113,26 @@ def fc(x, num_joints: int, fc_units: int, dropout: float, mean_pose: Optional[np
 
 @dataclasses.dataclass(frozen=True)
 class Head:
-  """A registry entry. build(features, config, mean_pose) -> joints (B, K, 2), features a
-  backbones.Features and config a model.ModelConfig. pyramid: reads the pyramid at
-  config.heatmap_stride and coarser (the backbone must have that stride)."""
+  """A registry entry. build(features, config, mean_pose, edges) -> joints (B, K, 2),
+  features a backbones.Features, config a model.ModelConfig and edges the skeleton's (E, 2)
+  joint pairs (or None). pyramid: reads the pyramid at config.heatmap_stride and coarser
+  (the backbone must have that stride)."""
 
   build: Callable[..., keras.KerasTensor]
   pyramid: bool = False
 
 
 HEADS: Dict[str, Head] = {
-    "fc": Head(lambda f, c, mean_pose: fc(
+    "fc": Head(lambda f, c, mean_pose, edges: fc(
         f.top, c.num_joints, c.fc_units, c.dropout, mean_pose,
         hidden=backbones.BACKBONES[c.backbone].fc_layers, output_init=c.output_init)),
-    "integral": Head(lambda f, c, mean_pose: integral(
+    "integral": Head(lambda f, c, mean_pose, edges: integral(
         f.pyramid, c.num_joints, c.head_channels, c.heatmap_stride), pyramid=True),
+    "tompson": Head(lambda f, c, mean_pose, edges: _tompson().tompson_head(
+        f.pyramid, c.num_joints, c.head_channels, edges), pyramid=True),
 }
+
+
+def _tompson():
+  from deeppose_tf import tompson  # imports this module
+  return tompson

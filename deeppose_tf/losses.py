@@ -1,5 +1,6 @@
-"""The training losses: the masked coordinate loss on the joints (l2, l1, smooth_l1) and
-the heatmap cross-entropy for heads with heatmap logits."""
+"""The training losses: the masked coordinate loss on the joints (l2, l1, smooth_l1), the
+heatmap cross-entropy for heads with heatmap logits, and the masked heatmap MSE of Tompson
+et al.'s detector; plus the Gaussian target heatmaps both heatmap losses compare with."""
 
 from __future__ import annotations
 
@@ -57,15 +58,55 @@ def heatmap_loss(sigma: float = 1.0):
   def loss(y_true, y_pred):
     h, w = y_pred.shape[1], y_pred.shape[2]
     flat = heads.flat_heatmaps(y_pred)  # (B, K, HW)
-    centres = tf.constant(heads.cell_centres(h, w))  # (HW, 2) box-normalized
     target = y_true[..., :2]  # (B, K, 2)
-    # Squared distance in heatmap cells from every cell centre to the target.
-    d = (centres[None, None] - target[:, :, None]) * tf.constant([w, h], tf.float32)
-    g = -tf.reduce_sum(tf.square(d), axis=-1) / (2.0 * sigma * sigma)
-    p = tf.nn.softmax(g, axis=-1)  # the normalized Gaussian over the cells
+    p = tf.nn.softmax(gaussian_exponent(target, h, w, sigma), axis=-1)  # normalized
     inside = tf.cast(tf.reduce_all(tf.abs(target) <= 0.5, axis=-1), tf.float32)
     ce = -tf.reduce_sum(p * tf.nn.log_softmax(flat, axis=-1), axis=-1)  # (B, K)
     return tf.reduce_sum(ce * y_true[..., 2] * inside, axis=-1)
 
   loss.__name__ = "heatmap_ce"
   return loss
+
+
+def gaussian_exponent(points, h: int, w: int, sigma: float):
+  """points (B, K, 2) box-normalized -> (B, K, H * W) float32: -d^2 / (2 sigma^2), d the
+  distance in heatmap cells from each cell centre (heads.cell_centres, row-major) to the
+  point. exp() of it is the Gaussian target heatmap with peak 1 (heatmap_mse); its softmax
+  the normalized one (heatmap_loss)."""
+  centres = tf.constant(heads.cell_centres(h, w))  # (HW, 2) box-normalized
+  d = (centres[None, None] - tf.cast(points, tf.float32)[:, :, None]) * tf.constant(
+      [w, h], tf.float32)
+  return -tf.reduce_sum(tf.square(d), axis=-1) / (2.0 * sigma * sigma)
+
+
+def gaussian_heatmaps(points, h: int, w: int, sigma: float):
+  """points (B, K, 2) box-normalized -> target heatmaps (B, H, W, K), peak 1 at each point
+  (Tompson et al.'s targets; the layout the networks output)."""
+  g = tf.exp(gaussian_exponent(points, h, w, sigma))  # (B, K, HW)
+  k = g.shape[1]
+  return tf.reshape(tf.transpose(g, [0, 2, 1]), [-1, h, w, k])
+
+
+def heatmap_mse(sigma: float = 1.5):
+  """Tompson et al.'s detector loss: squared error between the (linear) heatmaps and
+  Gaussians of std `sigma` cells, peak 1, at the target joints, summed over the cells and
+  the annotated joints (a joint outside the crop has an all-but-zero target: the detector
+  must not fire for it). Unannotated joints are masked out.
+
+  The returned fn takes y_true (B, K, 3) box-normalized target and mask, y_pred (B, H, W, K)
+  heatmaps; returns (B,)."""
+  if not sigma > 0:
+    raise ValueError(f"heatmap sigma must be > 0, got {sigma}")
+
+  def loss(y_true, y_pred):
+    h, w = y_pred.shape[1], y_pred.shape[2]
+    flat = heads.flat_heatmaps(y_pred)  # (B, K, HW)
+    target = tf.exp(gaussian_exponent(y_true[..., :2], h, w, sigma))
+    se = tf.reduce_sum(tf.square(flat - target), axis=-1)  # (B, K)
+    return tf.reduce_sum(se * y_true[..., 2], axis=-1)
+
+  loss.__name__ = "heatmap_mse"
+  return loss
+
+
+HEATMAP_LOSSES = ("ce", "mse")

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from deeppose_tf import backbones, heads
+from deeppose_tf import tompson  # noqa: F401  (registers its layers for loading)
 from deeppose_tf.backbones import LocalResponseNorm  # noqa: F401  (its former home)
 
 
@@ -82,16 +83,20 @@ class ModelConfig:
     if self.input_size % spec.input_multiple:
       raise ValueError(f"input_size {self.input_size} must be a multiple of "
                        f"{spec.input_multiple} for the {self.backbone} backbone")
+    if self.head == "tompson" and self.heatmap_stride != 4:
+      raise ValueError("the tompson head makes heatmaps at stride 4; set heatmap_stride=4")
     if heads.HEADS[self.head].pyramid and self.heatmap_stride not in spec.strides:
       raise ValueError(f"heatmap_stride {self.heatmap_stride}: the {self.backbone} backbone "
                        f"has features at strides {spec.strides} only")
 
 
 def build_regressor(config: ModelConfig, mean_pose: Optional[np.ndarray] = None,
-                    name: str = "deeppose_stage") -> keras.Model:
+                    name: str = "deeppose_stage", edges: Optional[np.ndarray] = None
+                    ) -> keras.Model:
   """The regressor: "image" (B, S, S, 3) float32 in [0, 255] -> "joints" (B, K, 2)
   box-normalized: backbones.BACKBONES[config.backbone] then heads.HEADS[config.head].
-  mean_pose (K, 2) box-normalized seeds the fc head's output bias.
+  mean_pose (K, 2) box-normalized seeds the fc head's output bias; edges (E, 2), the
+  skeleton's joint pairs (Skeleton.edge_indices), are the tompson head's spatial graph.
 
   Under config.precision == "bfloat16" the layers compute in bfloat16 (Keras
   mixed_bfloat16: float32 variables) except the input scaling and the output layers."""
@@ -102,7 +107,7 @@ def build_regressor(config: ModelConfig, mean_pose: Optional[np.ndarray] = None,
     inputs = keras.Input((config.input_size, config.input_size, 3), name="image")
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale", dtype="float32")(inputs)
     features = backbones.BACKBONES[config.backbone].build(x, config)
-    out = heads.HEADS[config.head].build(features, config, mean_pose)
+    out = heads.HEADS[config.head].build(features, config, mean_pose, edges)
     return keras.Model(inputs, out, name=name)
   finally:
     keras.config.set_dtype_policy(previous)
@@ -148,7 +153,7 @@ PRECISIONS = ("float32", "bfloat16")
 # Kept in float32 under bfloat16: the input scaling (pixel values, before any rounding) and
 # the output layer and reshape (joints need more than bfloat16's 8 significant bits: 1/256
 # of a 440 px box is 1.7 px).
-_FLOAT32_LAYERS = ("image", "scale", "fc8", "joints", "heatmaps")
+_FLOAT32_LAYERS = ("image", "scale", "fc8", "joints", "heatmaps", "spatial")
 
 
 def with_precision(net: keras.Model, precision: str) -> keras.Model:
@@ -204,7 +209,10 @@ def forward_flops(model: keras.Model) -> int:
   """Multiply-adds x 2 of one forward pass of one image (convs and dense layers)."""
   total = 0
   for layer in model.layers:
-    if isinstance(layer, keras.layers.Conv2D):
+    if isinstance(layer, tompson.PairwiseSpatialModel):
+      _, h, w, _ = layer.output.shape
+      total += 2 * h * w * len(layer.pairs) * layer.kernel_size ** 2
+    elif isinstance(layer, keras.layers.Conv2D):
       _, h, w, c_out = layer.output.shape
       kh, kw, c_in, _ = layer.kernel.shape
       total += 2 * h * w * c_out * kh * kw * c_in

@@ -15,6 +15,7 @@ workers different refinement crops.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -100,15 +101,21 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
     init_from = settings.init_weights
 
   nets = {}
+  tompson_stage = settings.model.head == "tompson"
 
-  def build():
-    net = model_lib.build_regressor(settings.model, bias, name=f"stage{stage}")
+  def build_net():
+    net = model_lib.build_regressor(settings.model, bias, name=f"stage{stage}",
+                                    edges=skeleton.edge_indices)
     if pretrained is not None:
       # Before the checkpoint restore in fit_stage: a resumed stage keeps its own weights.
       copied, skipped = model_lib.assign_by_name(net, pretrained)
       logging.info("stage %d starts from %s: copied %s; kept the initialization of %s",
                    stage, init_from, copied, skipped or "none")
     nets["net"] = net
+    return net
+
+  def build():
+    net = build_net()
     # The heatmap loss needs the heatmap logits as a second output (same variables).
     return model_lib.training_model(net) if settings.fit.heatmap_loss_weight > 0 else net
 
@@ -135,9 +142,13 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
 
   sdir = workdir_lib.stage_dir(workdir, stage)
   os.makedirs(sdir, exist_ok=True)
-  trainer.fit_stage(strategy, build, dataset, workdir_lib.checkpoint_dir(workdir, stage), fit,
-                    log_dir=workdir_lib.log_dir(workdir, stage),
-                    extra_callbacks=curve_callbacks)
+  if tompson_stage:
+    _fit_tompson_phases(strategy, workdir, stage, settings, build_net, dataset,
+                        curve_callbacks)
+  else:
+    trainer.fit_stage(strategy, build, dataset, workdir_lib.checkpoint_dir(workdir, stage),
+                      fit, log_dir=workdir_lib.log_dir(workdir, stage),
+                      extra_callbacks=curve_callbacks)
   # Saved float32 whatever the training precision: export and TFLite see a float32 graph.
   model = model_lib.with_precision(nets["net"], "float32")
   if chief and settings.curve_every:
@@ -148,19 +159,99 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
     logging.info("stage %d model saved to %s", stage, model_path)
     write_stats(workdir, stage, settings)
   else:
-    # Saving reads every variable and may run collective ops, so every worker saves: the
-    # others into a temporary dir of their own that is removed at once.
-    temp_dir = distribute.worker_temp_dir(sdir, distribute.task_of(strategy)[1])
-    os.makedirs(temp_dir, exist_ok=True)
-    try:
-      workdir_lib.save_model(model, os.path.join(temp_dir, "model.keras"))
-    finally:
-      shutil.rmtree(temp_dir, ignore_errors=True)
+    _save_on_worker(strategy, model, sdir)
   # The next stage (on every worker) reads these files: nobody goes on before they exist.
   distribute.barrier(strategy)
   if not chief:
     distribute.wait_for_files([model_path, workdir_lib.stats_path(workdir, stage)])
   return True
+
+
+def _save_on_worker(strategy, model, sdir: str) -> None:
+  """A non-chief worker's save. Saving reads every variable and may run collective ops, so
+  every worker saves: the others into a temporary dir of their own, removed at once."""
+  temp_dir = distribute.worker_temp_dir(sdir, distribute.task_of(strategy)[1])
+  os.makedirs(temp_dir, exist_ok=True)
+  try:
+    workdir_lib.save_model(model, os.path.join(temp_dir, "model.keras"))
+  finally:
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _fit_tompson_phases(strategy, workdir: str, stage: int, settings: Settings, build_net,
+                        dataset, curve_callbacks) -> None:
+  """Trains a tompson stage (Tompson et al.: detector, spatial model, then both) as the
+  resumable phases tompson.PHASES. Phase p checkpoints into stage{s}/ckpt_<p>/ and, when it
+  is not the last, saves its network to stage{s}/<p>.keras; a rerun skips every phase whose
+  file exists and starts the next one from it. The last phase's network is the stage's.
+
+  The spatial model starts from the training set's displacement histograms (the records'
+  annotations, tompson.pairwise_prior), set before the first phase (its weights then travel
+  in the phase files)."""
+  from deeppose_tf import tompson
+  chief = distribute.is_chief(strategy)
+  sdir = workdir_lib.stage_dir(workdir, stage)
+  steps = tompson.phase_steps(settings.steps_for(stage), settings.phase_steps)
+  base = settings.fit_for(stage)
+  offset = 0
+  previous = None
+  holder = {}
+  for phase, n in zip(tompson.PHASES, steps):
+    last = phase is tompson.PHASES[-1]
+    path = workdir_lib.phase_model_path(workdir, stage, phase.name)
+    done = not last and os.path.exists(path)
+    distribute.check_same_on_workers(strategy, done, f"whether phase {phase.name} is done")
+    if done:
+      logging.info("stage %d phase %s is already trained (%s); skipping", stage, phase.name,
+                   path)
+      previous, offset = path, offset + n
+      continue
+    fit = dataclasses.replace(
+        base, steps=n, checkpoint_every=min(base.checkpoint_every, n),
+        warmup_steps=min(base.warmup_steps, n - 1), heatmap_loss="mse",
+        heatmap_loss_weight=base.heatmap_loss_weight or 1.0)
+    logging.info("stage %d phase %s: %d steps (trains %s%s)", stage, phase.name, n,
+                 " + ".join(phase.outputs), "" if phase.detector_trainable
+                 else "; the detector is frozen")
+    start_from = previous
+
+    def build(phase=phase, start_from=start_from):
+      net = holder["net"] = build_net()
+      if start_from is None:
+        layer = net.get_layer("spatial")
+        layer.set_prior(spatial_prior(settings, layer))
+      else:  # before fit_stage's checkpoint restore: a resumed phase keeps its own weights
+        model_lib.assign_by_name(net, model_lib.pretrained_weights(start_from))
+      return tompson.phase_model(net, phase)
+
+    first = offset
+    trainer.fit_stage(strategy, build, dataset,
+                      workdir_lib.checkpoint_dir(workdir, stage, phase.name), fit,
+                      log_dir=workdir_lib.log_dir(workdir, stage),
+                      extra_callbacks=lambda start, first=first: curve_callbacks(start + first))
+    offset += n
+    if last:
+      return
+    net = model_lib.with_precision(holder["net"], "float32")
+    if chief:
+      workdir_lib.save_model(net, path)
+      logging.info("stage %d phase %s saved to %s", stage, phase.name, path)
+    else:
+      _save_on_worker(strategy, net, sdir)
+    distribute.barrier(strategy)
+    if not chief:
+      distribute.wait_for_files([path])
+    previous = path
+
+
+def spatial_prior(settings: Settings, layer) -> np.ndarray:
+  """The tompson spatial model's starting kernels for `layer` (a PairwiseSpatialModel) from
+  the training split's annotations."""
+  from deeppose_tf import geometry, tompson
+  a = pipeline.annotations(settings.data_dir, settings.train_split, settings.skeleton)
+  poses = geometry.normalize(a["joints"], a["box"]).numpy()
+  size = settings.model.input_size // settings.model.heatmap_stride
+  return tompson.pairwise_prior(poses, a["visible"], layer.pairs, size, layer.kernel_size)
 
 
 MIN_STAT_SAMPLES = 20  # per joint; fewer make a poor covariance estimate

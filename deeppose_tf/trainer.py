@@ -44,24 +44,38 @@ class FitConfig:
   loss: str = "l2"
   heatmap_loss_weight: float = 0.0
   heatmap_sigma: float = 1.0
+  heatmap_loss: str = "ce"
   lr_schedule: str = "constant"
   warmup_steps: int = 0
   weight_decay: float = 0.0
 
   def compile_args(self, model: keras.Model) -> dict:
-    """optimizer, loss and loss_weights for `model` (a model.training_model: dict
-    outputs {"joints", "heatmaps"} get the heatmap loss too, weighted)."""
+    """optimizer, loss and loss_weights for `model`. A model with dict outputs (a
+    model.training_model or a tompson phase model) gets one loss per output: "joints" the
+    coordinate loss (weight 1), "heatmaps" the heatmap loss `heatmap_loss` (ce or mse,
+    weight heatmap_loss_weight), "spatial" (the tompson spatial model's log-beliefs) the
+    heatmap cross-entropy (weight 1)."""
     lr = self.learning_rate
     if self.lr_schedule != "constant" or self.warmup_steps:
       lr = optim.WarmupSchedule(self.learning_rate, self.steps, self.warmup_steps,
                                 self.lr_schedule)
     optimizer = optim.make_optimizer(self.optimizer, lr, self.weight_decay)
     coords = losses.coordinate_loss(self.loss)
-    if isinstance(model.output, dict):
-      return {"optimizer": optimizer,
-              "loss": {"joints": coords, "heatmaps": losses.heatmap_loss(self.heatmap_sigma)},
-              "loss_weights": {"joints": 1.0, "heatmaps": self.heatmap_loss_weight}}
-    return {"optimizer": optimizer, "loss": coords}
+    if not isinstance(model.output, dict):
+      return {"optimizer": optimizer, "loss": coords}
+    if self.heatmap_loss not in losses.HEATMAP_LOSSES:
+      raise ValueError(f"heatmap_loss must be one of {losses.HEATMAP_LOSSES}, got "
+                       f"{self.heatmap_loss!r}")
+    heat = (losses.heatmap_mse if self.heatmap_loss == "mse" else losses.heatmap_loss)
+    table = {"joints": (coords, 1.0),
+             "heatmaps": (heat(self.heatmap_sigma), self.heatmap_loss_weight),
+             "spatial": (losses.heatmap_loss(self.heatmap_sigma), 1.0)}
+    unknown = set(model.output) - set(table)
+    if unknown:
+      raise ValueError(f"no loss for the model outputs {sorted(unknown)}")
+    return {"optimizer": optimizer,
+            "loss": {k: table[k][0] for k in model.output},
+            "loss_weights": {k: table[k][1] for k in model.output}}
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -189,7 +203,8 @@ def fit_stage(strategy: tf.distribute.Strategy, build_model: Callable[[], keras.
     callbacks.extend(extra_callbacks(step))
   dataset = make_dataset(step)
   if isinstance(model.output, dict):
-    dataset = dataset.map(lambda x, y: (x, {"joints": y, "heatmaps": y}))
+    keys = list(model.output)  # every output is trained on the same joint targets
+    dataset = dataset.map(lambda x, y: (x, {k: y for k in keys}))
   if multi:
     # The default (AUTO) would give each worker other files than one process reads; DATA
     # keeps the global batches and hands worker i the i-th slice of each.

@@ -50,8 +50,14 @@ def stats_path(workdir: str, stage: int) -> str:
   return os.path.join(stage_dir(workdir, stage), "displacement.json")
 
 
-def checkpoint_dir(workdir: str, stage: int) -> str:
-  return os.path.join(stage_dir(workdir, stage), "ckpt")
+def checkpoint_dir(workdir: str, stage: int, phase: Optional[str] = None) -> str:
+  """stage{s}/ckpt, or stage{s}/ckpt_<phase> for a training phase of a tompson stage."""
+  return os.path.join(stage_dir(workdir, stage), f"ckpt_{phase}" if phase else "ckpt")
+
+
+def phase_model_path(workdir: str, stage: int, phase: str) -> str:
+  """A finished training phase's network (tompson stages): stage{s}/<phase>.keras."""
+  return os.path.join(stage_dir(workdir, stage), f"{phase}.keras")
 
 
 def log_dir(workdir: str, stage: int) -> str:
@@ -130,14 +136,16 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def has_trained_state(workdir: str) -> bool:
-  """True when some stage has a model, statistics or a checkpoint in `workdir`."""
+  """True when some stage has a model (or a phase's), statistics or a checkpoint in
+  `workdir`."""
   if not os.path.isdir(workdir):
     return False
   for name in os.listdir(workdir):
     if name.startswith("stage") and name[5:].isdigit():
-      s = int(name[5:])
-      if any(os.path.exists(p) for p in (model_path(workdir, s), stats_path(workdir, s),
-                                         checkpoint_dir(workdir, s))):
+      sdir = os.path.join(workdir, name)
+      if os.path.isdir(sdir) and any(
+          n.startswith("ckpt") or n.endswith(".keras") or n == os.path.basename(
+              stats_path(workdir, 1)) for n in os.listdir(sdir)):
         return True
   return False
 

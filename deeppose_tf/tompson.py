@@ -1,0 +1,295 @@
+"""Tompson, Jain, LeCun & Bregler (NIPS 2014): a multi-resolution heatmap ConvNet (the part
+detector) and a spatial model over its heatmaps, in the cascade's frames.
+
+`--method=tompson` builds backbone "multires" + head "tompson" (the registries of
+backbones.py and heads.py):
+
+  multires  the crop at 3 scales (S, S/2, S/4), each through its own bank
+            C(5x5) - P - C(5x5) - P - C(5x5) (BatchNorm + ReLU; 32, 64, 64 x width filters),
+            so every branch ends at stride 4 of its own input; the coarser branches are
+            upsampled (bilinear) to S/4 and the three are summed. Pyramid {4: the sum}.
+  tompson   the paper's large-kernel convolutions on the sum: C(9x9, head_channels) -
+            C(1x1, head_channels) - C(1x1, K) = the detector heatmaps "heatmaps" (B, S/4,
+            S/4, K), linear, trained with masked MSE against Gaussians at the joints.
+            Then the spatial model "spatial" (PairwiseSpatialModel) and the decoding
+            "joints" (PeakDecode of the spatial model's log-beliefs) -> (B, K, 2)
+            box-normalized, the cascade's stage output.
+
+The spatial model (the paper's eq. for e-bar): for joint A and each partner v in
+{A} + the skeleton neighbours of A (`skeleton.edges`, both directions),
+
+  log ebar_A = sum_v log( softplus(k_A|v) * relu(e_v) + softplus(b_A|v) )
+
+with * a 2-D convolution over the partner's heatmap: k_A|v is the prior of where A lies
+relative to v. The kernels start as the training set's displacement histograms
+(`pairwise_prior`, from the records) and are trained. log ebar is unnormalized: its spatial
+softmax is the model's belief, trained with the heatmap cross-entropy against the same
+Gaussian (losses.heatmap_loss).
+
+Training is three resumable phases of one stage (PHASES): the detector alone, the spatial
+model on the frozen detector, then both jointly.
+
+Coordinate frames: heatmap cell (i, j) of an H x W map stands for the box-normalized point
+((j + 0.5) / W - 0.5, (i + 0.5) / H - 0.5) (heads.cell_centres), as for the integral head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Sequence, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from deeppose_tf import backbones, heads
+
+SCALES = (1, 2, 4)  # input downsampling of each detector branch
+
+
+def multires(x, width: float = 1.0) -> backbones.Features:
+  """x: (B, S, S, 3) scaled image, S a multiple of 16. Returns pyramid {4: (B, S/4, S/4,
+  64 x width)}, the sum of the three branches (top: the same map)."""
+  f1, f2 = backbones._filters(32, width), backbones._filters(64, width)
+  size = x.shape[1] // 4
+  branches = []
+  for scale in SCALES:
+    name = f"bank{scale}"
+    y = x if scale == 1 else keras.layers.AveragePooling2D(scale, name=f"{name}_down")(x)
+    y = backbones._conv_bn_relu(y, f1, 5, 1, f"{name}_c1")
+    y = keras.layers.MaxPooling2D(2, name=f"{name}_p1")(y)
+    y = backbones._conv_bn_relu(y, f2, 5, 1, f"{name}_c2")
+    y = keras.layers.MaxPooling2D(2, name=f"{name}_p2")(y)
+    y = backbones._conv_bn_relu(y, f2, 5, 1, f"{name}_c3")
+    if scale != 1:
+      y = keras.layers.Resizing(size, size, interpolation="bilinear", name=f"{name}_up")(y)
+    branches.append(y)
+  fused = keras.layers.Add(name="fuse")(branches)
+  return backbones.Features({4: fused}, fused)
+
+
+@keras.saving.register_keras_serializable(package="deeppose_tf")
+class PairwiseSpatialModel(keras.layers.Layer):
+  """Detector heatmaps (B, H, W, K) -> log-beliefs (B, H, W, K), float32.
+
+  pairs: P (target A, partner v) joint index pairs; every joint needs at least one pair
+  with it as target (its own (A, A) pair). kernel_size: odd side of the prior kernels, in
+  heatmap cells. Weights: "kernel" (k, k, P, 1) and "bias" (P,), both pre-softplus.
+  Every op is a TFLite builtin (gather, depthwise conv, log, matmul); softplus of the
+  weights is folded into constants at export."""
+
+  def __init__(self, pairs: Sequence[Sequence[int]], kernel_size: int, **kwargs):
+    super().__init__(**kwargs)
+    self.pairs = [tuple(int(i) for i in p) for p in pairs]
+    self.kernel_size = int(kernel_size)
+    if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+      raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
+
+  def build(self, input_shape):
+    k = input_shape[-1]
+    targets = {a for a, _ in self.pairs}
+    if targets != set(range(k)) or any(not 0 <= v < k for _, v in self.pairs):
+      raise ValueError(f"pairs must name joints 0..{k - 1} and give every joint a pair; "
+                       f"got {self.pairs}")
+    p, n = len(self.pairs), self.kernel_size
+    # Default start: an identity prior (a delta) for self pairs, flat for the others; the
+    # training set's histograms replace it (set_prior) before training.
+    self.kernel = self.add_weight(name="kernel", shape=(n, n, p, 1),
+                                  initializer=keras.initializers.Constant(-9.0))
+    self.bias = self.add_weight(name="bias", shape=(p,),
+                                initializer=keras.initializers.Constant(
+                                    float(inverse_softplus(0.01))))
+    self._sources = tf.constant([v for _, v in self.pairs], tf.int32)
+    assign = np.zeros((p, k), np.float32)
+    for i, (a, _) in enumerate(self.pairs):
+      assign[i, a] = 1.0
+    self._assign = tf.constant(assign)
+
+  def call(self, heatmaps):
+    e = tf.nn.relu(tf.cast(heatmaps, tf.float32))
+    partners = tf.gather(e, self._sources, axis=3)  # (B, H, W, P)
+    kernel = tf.math.softplus(tf.cast(self.kernel, tf.float32))
+    bias = tf.math.softplus(tf.cast(self.bias, tf.float32))
+    conv = tf.nn.depthwise_conv2d(partners, kernel, [1, 1, 1, 1], "SAME")
+    terms = tf.math.log(conv + bias)  # (B, H, W, P), each > log(bias) > -inf
+    shape = tf.shape(terms)
+    flat = tf.matmul(tf.reshape(terms, [-1, len(self.pairs)]), self._assign)  # sum per A
+    return tf.reshape(flat, [shape[0], shape[1], shape[2], self._assign.shape[1]])
+
+  def set_prior(self, kernels: np.ndarray, bias: float = 0.01) -> None:
+    """kernels: (P, k, k) non-negative priors (`pairwise_prior`), row i for pair i."""
+    kernels = np.asarray(kernels, np.float32)
+    n = self.kernel_size
+    if kernels.shape != (len(self.pairs), n, n):
+      raise ValueError(f"prior kernels must be {(len(self.pairs), n, n)}, got {kernels.shape}")
+    raw = inverse_softplus(np.maximum(kernels, 1e-6))
+    self.kernel.assign(np.transpose(raw, (1, 2, 0))[..., None])
+    self.bias.assign(np.full(len(self.pairs), inverse_softplus(bias), np.float32))
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self):
+    return {**super().get_config(), "pairs": [list(p) for p in self.pairs],
+            "kernel_size": self.kernel_size}
+
+
+def inverse_softplus(y):
+  """x with softplus(x) = y, for y > 0 (numpy; exact also for small y)."""
+  y = np.asarray(y, np.float64)
+  return (y + np.log(-np.expm1(-y))).astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package="deeppose_tf")
+class PeakDecode(keras.layers.Layer):
+  """Heatmaps (B, H, W, K) -> joints (B, K, 2) box-normalized: the argmax cell, refined to
+  sub-cell precision by the weighted mean of the cell centres in its 3x3 neighbourhood.
+  Weights: relu(h) for linear heatmaps; exp(h - max) for log-space ones (log_space=True,
+  the spatial model's). A map with no positive weight near its peak answers the peak cell.
+  Builtin TFLite ops only (argmax, gather, compare, matmul)."""
+
+  def __init__(self, log_space: bool = False, **kwargs):
+    super().__init__(**kwargs)
+    self.log_space = bool(log_space)
+
+  def call(self, heatmaps):
+    h, w = heatmaps.shape[1], heatmaps.shape[2]
+    flat = heads.flat_heatmaps(heatmaps)  # (B, K, HW) float32
+    centres = tf.constant(heads.cell_centres(h, w))  # (HW, 2)
+    peak = tf.gather(centres, tf.argmax(flat, axis=-1, output_type=tf.int32))  # (B, K, 2)
+    # Distance in cells from every cell to the peak: the 3x3 window is |dx|, |dy| < 1.5.
+    cells = tf.abs(centres[None, None] - peak[:, :, None]) * tf.constant([w, h], tf.float32)
+    window = tf.cast(tf.reduce_max(cells, axis=-1) < 1.5, tf.float32)  # (B, K, HW)
+    if self.log_space:
+      weight = tf.exp(flat - tf.reduce_max(flat, axis=-1, keepdims=True))
+    else:
+      weight = tf.nn.relu(flat)
+    weight = weight * window
+    total = tf.reduce_sum(weight, axis=-1, keepdims=True)  # (B, K, 1)
+    mean = tf.matmul(weight, centres) / tf.maximum(total, 1e-12)
+    return tf.where(total > 1e-12, mean, peak)
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0], input_shape[3], 2)
+
+  def get_config(self):
+    return {**super().get_config(), "log_space": self.log_space}
+
+
+def graph_pairs(num_joints: int, edges: np.ndarray) -> Tuple[Tuple[int, int], ...]:
+  """(A, v) pairs of the spatial model: every (A, A), then both directions of every edge
+  (E, 2) of the skeleton: the tree-like graph around each joint."""
+  pairs = [(a, a) for a in range(num_joints)]
+  for a, b in np.asarray(edges, np.int64).reshape(-1, 2):
+    pairs += [(int(a), int(b)), (int(b), int(a))]
+  return tuple(pairs)
+
+
+def kernel_size_for(heatmap_size: int) -> int:
+  """Prior kernel side: odd, reaching half the box from the partner (displacements between
+  neighbouring joints beyond that are rare)."""
+  return heatmap_size // 2 * 2 + 1
+
+
+def tompson_head(feats: Dict[int, keras.KerasTensor], num_joints: int, channels: int,
+                 edges) -> keras.KerasTensor:
+  """feats {4: (B, S/4, S/4, C)} -> joints (B, K, 2); layers "heatmaps" (detector),
+  "spatial" (log-beliefs) and "joints"."""
+  if edges is None:
+    raise ValueError("the tompson head needs the skeleton's edges (build_regressor(..., "
+                     "edges=skeleton.edge_indices))")
+  x = backbones._conv_bn_relu(feats[4], channels, 9, 1, "part9x9")
+  x = backbones._conv_bn_relu(x, channels, 1, 1, "part1x1")
+  # float32 like every output layer (heads.integral): the MSE targets and the spatial
+  # model's products need more than bfloat16's 8 significant bits.
+  heatmaps = keras.layers.Conv2D(num_joints, 1, name="heatmaps", dtype="float32")(x)
+  spatial = PairwiseSpatialModel(graph_pairs(num_joints, edges),
+                                 kernel_size_for(heatmaps.shape[1]), name="spatial",
+                                 dtype="float32")(heatmaps)
+  return PeakDecode(log_space=True, name="joints", dtype="float32")(spatial)
+
+
+def is_tompson(net: keras.Model) -> bool:
+  return any(isinstance(layer, PairwiseSpatialModel) for layer in net.layers)
+
+
+def detector_only(net: keras.Model) -> keras.Model:
+  """The detector of a tompson network (same weights) decoded without the spatial model:
+  image -> joints (B, K, 2), the detector phase's pose."""
+  heat = net.get_layer("heatmaps").output
+  return keras.Model(net.inputs, PeakDecode(name="detector_joints", dtype="float32")(heat),
+                     name=f"{net.name}_detector")
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """One training phase of a tompson stage: the outputs it trains and whether the
+  detector's layers learn."""
+
+  name: str
+  outputs: Tuple[str, ...]
+  detector_trainable: bool
+
+
+PHASES = (Phase("detector", ("heatmaps",), True),
+          Phase("spatial", ("spatial",), False),
+          Phase("joint", ("heatmaps", "spatial"), True))
+# Default split of a stage's steps over PHASES when --phase_steps is not given.
+PHASE_FRACTIONS = (0.7, 0.1, 0.2)
+
+
+def phase_steps(total: int, given: Sequence[int] = ()) -> Tuple[int, ...]:
+  """Steps of each phase: `given` (3 positive ints) or `total` split by PHASE_FRACTIONS
+  (every phase at least 1 step)."""
+  if given:
+    steps = tuple(int(s) for s in given)
+    if len(steps) != len(PHASES) or min(steps) < 1:
+      raise ValueError(f"phase steps must be {len(PHASES)} positive integers "
+                       f"({', '.join(p.name for p in PHASES)}), got {list(given)}")
+    return steps
+  a = max(1, int(round(total * PHASE_FRACTIONS[0])))
+  b = max(1, int(round(total * PHASE_FRACTIONS[1])))
+  return a, b, max(1, total - a - b)
+
+
+def phase_model(net: keras.Model, phase: Phase) -> keras.Model:
+  """The training model of `phase`: `net`'s layers and variables with the outputs
+  {name: logits} the phase trains. The spatial phase freezes every layer up to and
+  including "heatmaps" (BatchNorm then runs in inference mode)."""
+  spatial = net.get_layer("spatial")
+  for layer in net.layers:
+    if layer is spatial or layer.name == "joints":
+      layer.trainable = True
+    elif layer.weights:
+      layer.trainable = phase.detector_trainable
+  outputs = {"heatmaps": net.get_layer("heatmaps").output, "spatial": spatial.output}
+  return keras.Model(net.inputs, {k: outputs[k] for k in phase.outputs},
+                     name=f"{net.name}_{phase.name}")
+
+
+def pairwise_prior(joints: np.ndarray, visible: np.ndarray, pairs, heatmap_size: int,
+                   kernel_size: int, blur: float = 1.0) -> np.ndarray:
+  """The spatial model's starting kernels from training poses.
+
+  joints: (N, K, 2) box-normalized; visible: (N, K). Returns (P, k, k) float32: for pair
+  (A, v) the histogram of A - v in heatmap cells over the poses annotating both, smoothed
+  by a Gaussian of std `blur` cells and scaled to sum 1, laid out for the correlation the
+  layer computes (output(p) = sum_q in(p + q) kernel(q + c)): a partner peak at x_v votes
+  for x_v + d through kernel cell c - d. Displacements beyond the kernel are dropped.
+  A pair with no sample keeps a flat kernel."""
+  from scipy import ndimage
+  joints = np.asarray(joints, np.float64)
+  visible = np.asarray(visible, bool)
+  c = kernel_size // 2
+  out = np.zeros((len(pairs), kernel_size, kernel_size), np.float64)
+  for i, (a, v) in enumerate(pairs):
+    both = visible[:, a] & visible[:, v]
+    d = np.rint((joints[both, a] - joints[both, v]) * heatmap_size).astype(np.int64)
+    col, row = c - d[:, 0], c - d[:, 1]
+    keep = (col >= 0) & (col < kernel_size) & (row >= 0) & (row < kernel_size)
+    np.add.at(out[i], (row[keep], col[keep]), 1.0)
+    if blur > 0:
+      out[i] = ndimage.gaussian_filter(out[i], blur, mode="constant")
+    total = out[i].sum()
+    out[i] = out[i] / total if total > 0 else 1.0 / kernel_size ** 2
+  return out.astype(np.float32)
