@@ -201,8 +201,11 @@ def tompson_head(feats: Dict[int, keras.KerasTensor], num_joints: int, channels:
   x = backbones._conv_bn_relu(feats[4], channels, 9, 1, "part9x9")
   x = backbones._conv_bn_relu(x, channels, 1, 1, "part1x1")
   # float32 like every output layer (heads.integral): the MSE targets and the spatial
-  # model's products need more than bfloat16's 8 significant bits.
-  heatmaps = keras.layers.Conv2D(num_joints, 1, name="heatmaps", dtype="float32")(x)
+  # model's products need more than bfloat16's 8 significant bits. Zero-initialized: the
+  # detector starts at the all-zero map, the MSE's easy baseline, instead of spending its
+  # first hundreds of steps unlearning random maps whose squared error is 100x larger.
+  heatmaps = keras.layers.Conv2D(num_joints, 1, name="heatmaps", dtype="float32",
+                                 kernel_initializer="zeros")(x)
   spatial = PairwiseSpatialModel(graph_pairs(num_joints, edges),
                                  kernel_size_for(heatmaps.shape[1]), name="spatial",
                                  dtype="float32")(heatmaps)

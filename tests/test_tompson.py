@@ -1,0 +1,250 @@
+"""Tompson et al. (--method=tompson): Gaussian targets, peak decoding, the spatial model and
+its histogram prior, the training phases, fitting distinct poses, and export parity."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeppose_tf import cascade, geometry, losses, pipeline, tompson, trainer
+from deeppose_tf import model as model_lib
+from deeppose_tf import workdir as workdir_lib
+from deeppose_tf.skeleton import LSP14
+
+from helpers import REPO
+from helpers import subprocess_env as _env
+
+SIZE = 64  # heatmaps 16 x 16
+CONFIG = model_lib.ModelConfig(input_size=SIZE, width=0.25, backbone="multires",
+                               head="tompson", heatmap_stride=4, head_channels=8)
+
+
+def _argmax_cells(maps):
+  """(B, H, W, K) -> (B, K, 2) (col, row) of each map's maximum."""
+  b, h, w, k = maps.shape
+  flat = np.transpose(maps, (0, 3, 1, 2)).reshape(b, k, h * w).argmax(-1)
+  return np.stack([flat % w, flat // w], axis=-1)
+
+
+def _in_cells(points, h, w):
+  """Box-normalized (x, y) -> continuous heatmap coordinates, cell (c, r) spanning
+  [c, c + 1) x [r, r + 1): cell centres sit at c + 0.5."""
+  return (np.asarray(points) + 0.5) * [w, h]
+
+
+@pytest.mark.parametrize("h, w", [(24, 24), (16, 20)])
+def test_gaussian_target_argmax_is_the_joint_also_after_a_flip(h, w):
+  rng = np.random.RandomState(0)
+  img_w = 80.0
+  boxes = np.tile([[40.0, 50.0, 80.0, 100.0]], (64, 1)).astype(np.float32)  # the image
+  joints = rng.uniform([2, 2], [78, 98], (64, 14, 2)).astype(np.float32)  # image pixels
+  visible = np.ones((64, 14), np.float32)
+  fj, _ = geometry.flip_joints(joints, visible, img_w, LSP14.flip_permutation)
+  for pose in (joints, fj.numpy()):
+    norm = geometry.normalize(pose, boxes).numpy()
+    maps = losses.gaussian_heatmaps(norm, h, w, 1.5).numpy()  # (B, H, W, K)
+    assert maps.shape == (64, h, w, 14)
+    centre = _argmax_cells(maps) + 0.5
+    err = np.abs(centre - _in_cells(norm, h, w))
+    assert err.max() <= 0.5 + 1e-5, err.max()
+    np.testing.assert_allclose(maps.max(axis=(1, 2)), np.exp(
+        -np.sum(np.square(err), -1) / (2 * 1.5 ** 2)), rtol=1e-5)
+  # The flipped pose's targets are the mirrored targets with left and right swapped.
+  a = losses.gaussian_heatmaps(geometry.normalize(joints, boxes), h, w, 1.5).numpy()
+  b = losses.gaussian_heatmaps(geometry.normalize(fj, boxes), h, w, 1.5).numpy()
+  np.testing.assert_allclose(b, a[:, :, ::-1][..., LSP14.flip_permutation], atol=1e-5)
+
+
+@pytest.mark.parametrize("log_space", [False, True])
+def test_peak_decode_recovers_sub_cell_positions(log_space):
+  rng = np.random.RandomState(1)
+  points = rng.uniform(-0.45, 0.45, (8, 14, 2)).astype(np.float32)
+  maps = losses.gaussian_heatmaps(points, 24, 24, 1.0)
+  if log_space:
+    maps = tf.math.log(maps + 1e-3)
+  got = tompson.PeakDecode(log_space=log_space)(maps).numpy()
+  err_cells = np.abs(got - points) * 24
+  assert err_cells.max() < 0.25, err_cells.max()  # argmax alone errs up to 0.5 cell
+  # A flat (all non-positive) linear map answers its argmax cell, not NaN.
+  flat = tompson.PeakDecode()(-tf.ones((1, 24, 24, 14))).numpy()
+  assert np.isfinite(flat).all()
+
+
+def test_spatial_model_with_a_hand_set_prior_suppresses_a_planted_false_peak():
+  """3 joints in a chain 0 - 1 - 2. The prior (from consistent training poses) says joint 0
+  lies 4 cells above joint 1 and joint 2 4 cells below. Joint 1's detector map has its true
+  peak (0.8) where joints 0 and 2 agree and a STRONGER false peak (1.0) elsewhere: the
+  detector alone picks the false one, the spatial model the true one."""
+  h = w = 24
+  pairs = tompson.graph_pairs(3, [[0, 1], [1, 2]])
+  poses = np.tile(np.array([[[0.0, -4.0], [0.0, 0.0], [0.0, 4.0]]], np.float32) / h, (50, 1, 1))
+  prior = tompson.pairwise_prior(poses, np.ones((50, 3), bool), pairs, h, 13, blur=0.5)
+  layer = tompson.PairwiseSpatialModel(pairs, 13)
+  maps = np.zeros((1, h, w, 3), np.float32)
+  true, false = (12, 10), (5, 4)  # (row, col) of joint 1's peaks
+  maps[0, true[0] - 4, true[1], 0] = 1.0
+  maps[0, true[0], true[1], 1] = 0.8
+  maps[0, false[0], false[1], 1] = 1.0
+  maps[0, true[0] + 4, true[1], 2] = 1.0
+  layer.build(maps.shape)
+  layer.set_prior(prior, bias=0.01)
+  belief = layer(maps).numpy()
+  assert tuple(np.unravel_index(maps[0, :, :, 1].argmax(), (h, w))) == false
+  assert tuple(np.unravel_index(belief[0, :, :, 1].argmax(), (h, w))) == true
+  # Joints 0 and 2 stay where their own detector put them.
+  assert tuple(np.unravel_index(belief[0, :, :, 0].argmax(), (h, w))) == (8, 10)
+  assert tuple(np.unravel_index(belief[0, :, :, 2].argmax(), (h, w))) == (16, 10)
+  # With the partners' kernels zeroed (self terms alone) the false peak wins: the pairwise
+  # prior did the work.
+  alone = tompson.PairwiseSpatialModel(pairs, 13)
+  alone.build(maps.shape)
+  alone.set_prior(np.where(np.arange(len(pairs))[:, None, None] < 3, prior, 0.0))
+  assert tuple(np.unravel_index(alone(maps).numpy()[0, :, :, 1].argmax(), (h, w))) == false
+
+
+def test_pairwise_prior_is_the_displacement_histogram_and_skips_unannotated():
+  pairs = ((0, 0), (1, 1), (0, 1), (1, 0))
+  poses = np.array([[[0.1, 0.0], [0.0, 0.0]]] * 3 + [[[-0.3, 0.2], [0.0, 0.0]]], np.float32)
+  visible = np.array([[1, 1]] * 3 + [[1, 0]], bool)  # the odd pose lacks joint 1
+  k = tompson.pairwise_prior(poses, visible, pairs, 20, 9, blur=0)
+  np.testing.assert_allclose(k.sum(axis=(1, 2)), 1.0, rtol=1e-6)
+  assert k[0, 4, 4] == 1.0  # self pairs: a delta at the centre
+  # Pair (A=0, v=1): A - v = +2 cells in x -> kernel cell (row 4, col 4 - 2).
+  assert k[2, 4, 2] == 1.0 and k[3, 4, 6] == 1.0
+
+
+def test_phase_steps_and_graph():
+  assert tompson.phase_steps(1000) == (700, 100, 200)
+  assert tompson.phase_steps(3) == (2, 1, 1) or min(tompson.phase_steps(3)) >= 1
+  assert tompson.phase_steps(10, [5, 2, 3]) == (5, 2, 3)
+  with pytest.raises(ValueError, match="3 positive integers"):
+    tompson.phase_steps(10, [5, 0, 3])
+  pairs = tompson.graph_pairs(LSP14.num_joints, LSP14.edge_indices)
+  assert len(pairs) == 14 + 2 * len(LSP14.edges)
+  with pytest.raises(ValueError, match="odd"):
+    tompson.PairwiseSpatialModel(pairs, 4)
+  with pytest.raises(ValueError, match="heatmap_stride=4"):
+    dataclasses.replace(CONFIG, heatmap_stride=8)
+  with pytest.raises(ValueError, match="edges"):
+    model_lib.build_regressor(CONFIG)
+
+
+def test_network_shapes_flops_and_phase_models():
+  net = model_lib.build_regressor(CONFIG, edges=LSP14.edge_indices)
+  assert net.output.shape[1:] == (14, 2)
+  assert net.get_layer("heatmaps").output.shape[1:] == (SIZE // 4, SIZE // 4, 14)
+  spatial = net.get_layer("spatial")
+  assert spatial.kernel_size == 17
+  flops = model_lib.forward_flops(net)
+  assert flops > 2 * 16 * 16 * len(spatial.pairs) * 17 * 17
+  det = tompson.phase_model(net, tompson.PHASES[0])
+  assert list(det.output) == ["heatmaps"]
+  # phase_model sets the shared layers' trainable flags: each count right after its call.
+  sp = tompson.phase_model(net, tompson.PHASES[1])
+  assert {v.path for v in sp.trainable_variables} == {v.path for v in spatial.trainable_variables}
+  frozen = len(sp.trainable_variables)
+  joint = tompson.phase_model(net, tompson.PHASES[2])
+  assert len(joint.trainable_variables) > frozen
+  # bfloat16 keeps the spatial model and the decoding in float32.
+  b = model_lib.with_precision(net, "bfloat16")
+  assert b.get_layer("spatial").compute_dtype == "float32"
+  assert b.get_layer("bank1_c1_conv").compute_dtype == "bfloat16"
+
+
+def test_tompson_network_fits_distinct_poses_not_their_mean():
+  """The collapse test for the detector + spatial model: four images whose content fixes
+  four very different poses; after the detector and joint phases each image's decoded
+  pose is far closer to its own pose than the mean pose is."""
+  keras.utils.set_random_seed(0)
+  rng = np.random.RandomState(0)
+  k = LSP14.num_joints
+  poses = rng.uniform(-0.4, 0.4, (4, k, 2)).astype(np.float32)
+  images = np.zeros((4, SIZE, SIZE, 3), np.float32)
+  for n in range(4):
+    y, x = 6 + 14 * n, 54 - 12 * n
+    images[n, y:y + 8, x - 8:x, n % 3] = 255.0
+  targets = np.concatenate([poses, np.ones((4, k, 1), np.float32)], axis=-1)
+  net = model_lib.build_regressor(CONFIG, edges=LSP14.edge_indices)
+  layer = net.get_layer("spatial")
+  layer.set_prior(tompson.pairwise_prior(poses, np.ones((4, k), bool), layer.pairs, 16,
+                                         layer.kernel_size))
+  for phase, epochs in zip(tompson.PHASES, (250, 40, 60)):
+    model = tompson.phase_model(net, phase)
+    fit = trainer.FitConfig(steps=epochs, learning_rate=3e-3, heatmap_loss="mse",
+                            heatmap_loss_weight=1.0, heatmap_sigma=1.0)
+    model.compile(**fit.compile_args(model))
+    model.fit(images, {o: targets for o in phase.outputs}, batch_size=4, epochs=epochs,
+              verbose=0)
+  err_mean_pose = np.linalg.norm(poses.mean(0)[None] - poses, axis=-1).mean(axis=-1)
+
+  def err(m, training):
+    return np.linalg.norm(m(images, training=training).numpy() - poses, axis=-1).mean(-1)
+
+  # Batch statistics (the fitted function) and inference mode (BatchNorm moving averages
+  # lag on a 4-image set), for the detector alone and with the spatial model.
+  for m in (tompson.detector_only(net), net):
+    assert np.all(err(m, True) < 0.15 * err_mean_pose), (m.name, err(m, True), err_mean_pose)
+    assert np.all(err(m, False) < 0.6 * err_mean_pose), (m.name, err(m, False))
+
+
+@pytest.fixture(scope="module")
+def workdir(tiny_data, tmp_path_factory):
+  """An untrained tompson stage (random weights, the tiny split's histogram prior)."""
+  d = str(tmp_path_factory.mktemp("tompson_workdir"))
+  keras.utils.set_random_seed(0)
+  net = model_lib.build_regressor(CONFIG, name="stage1", edges=LSP14.edge_indices)
+  a = pipeline.annotations(tiny_data, "train", LSP14)
+  layer = net.get_layer("spatial")
+  layer.set_prior(tompson.pairwise_prior(geometry.normalize(a["joints"], a["box"]).numpy(),
+                                         a["visible"], layer.pairs, 16, layer.kernel_size))
+  os.makedirs(workdir_lib.stage_dir(d, 1))
+  workdir_lib.save_model(net, workdir_lib.model_path(d, 1))
+  workdir_lib.write_config(d, {"skeleton": "lsp14", "input_size": SIZE, "sigma": 2.0,
+                               "num_stages": 1, "data_dir": tiny_data, "train_split": "train",
+                               "model": dataclasses.asdict(CONFIG)})
+  workdir_lib.write_mean_pose(d, pipeline.mean_pose(tiny_data, "train", LSP14))
+  return d
+
+
+def test_saved_model_and_builtin_tflite_agree(workdir, tmp_path):
+  """Export parity: the SavedModel (loaded in a fresh process by the export CLI's own
+  check) and the builtins-only TFLite file answer the same joints. Argmax decoding is
+  discontinuous: a near-tie between two cells may resolve differently under other float
+  rounding, so the bar is 0.5 px on at least 95% of the joints and finite everywhere."""
+  from ai_edge_litert.interpreter import Interpreter
+  from deeppose_tf.tflite_cascade import fit_to_canvas
+  saved = str(tmp_path / "serving")
+  lite = str(tmp_path / "t.tflite")
+  for args in ([f"--export_dir={saved}"], [f"--export_dir={lite}", "--format=tflite"]):
+    run = subprocess.run([sys.executable, "-m", "deeppose_tf.export", f"--workdir={workdir}",
+                          *args], capture_output=True, text=True, env=_env(), cwd=REPO,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+  loaded = tf.saved_model.load(os.path.join(saved, "1"))
+  interpreter = Interpreter(model_path=lite, num_threads=1)
+  ops = {op["op_name"] for op in interpreter._get_ops_details()}
+  assert not [op for op in ops if "FLEX" in op.upper()], ops
+  assert {"DEPTHWISE_CONV_2D", "ARG_MAX", "CONV_2D"} <= ops, ops
+  runner = interpreter.get_signature_runner("serving_default")
+  rng = np.random.RandomState(3)
+  diffs = []
+  for _ in range(4):
+    h, w = rng.randint(40, 120, 2)
+    canvas, _ = fit_to_canvas(rng.randint(0, 256, (h, w, 3)).astype(np.uint8), 2 * SIZE,
+                              2 * SIZE)
+    box = np.array([[w / 2, h / 2, w, h]], np.float32)
+    out = runner(image=canvas[None].astype(np.float32), box=box)["joints"]
+    ref = loaded.signatures["predict_images"](images=tf.constant(canvas[None]),
+                                              boxes=box)["joints"].numpy()
+    assert np.isfinite(out).all()
+    diffs.append(np.abs(out - ref).max(axis=-1).ravel())
+  diffs = np.concatenate(diffs)
+  assert np.mean(diffs <= 0.5) >= 0.95, np.sort(diffs)[-5:]
+  # And the Keras cascade itself is what the SavedModel serves.
+  casc = cascade.Cascade.load(workdir)
+  assert tompson.is_tompson(casc.stages[0])
