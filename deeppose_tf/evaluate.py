@@ -9,8 +9,11 @@ Writes into --report_dir (default: the workdir; with --tflite, MODEL-report/ bes
 file), each file crash-safely:
   report.json       {"split", "num_images", "stages": [{"stage", "pcp_mean", "pcp_per_limb",
                     "pcp_per_type", "pdj_mean_at": {"0.05", "0.1", "0.2"}, "pdj"}...],
-                    "mean_pose": {same fields}}
+                    "mean_pose": {same fields}, and for a --method=tompson cascade
+                    "phases": [{"stage": 1, "phase": "detector", same fields}]: its
+                    detector alone, without the spatial model}
   report.md         the PCP table in the layout of the paper's Table 1, a row per stage
+                    (and per phase)
   pdj_curves.png    PDJ curves per joint type, a line per stage (paper Fig. 3-5)
   examples.png      stick figures, ground truth and every stage (paper Fig. 6)
 """
@@ -24,7 +27,7 @@ from typing import Optional
 import numpy as np
 from absl import app, flags
 
-from deeppose_tf import atomic, cascade, geometry, metrics, predict, report
+from deeppose_tf import atomic, cascade, geometry, metrics, predict, report, tompson
 from deeppose_tf import workdir as workdir_lib
 from deeppose_tf.data import records
 from deeppose_tf.skeleton import get_skeleton
@@ -106,18 +109,33 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   for s in range(casc.num_stages):
     summary = metrics.summarize(out["poses"][:, s], true, vis, skeleton)
     summaries.append(_entry(summary, stage=s + 1))
+  # Tompson et al.'s stages also score their detector alone (the detector phase's pose,
+  # without the spatial model): the spatial model's gain, measured on the same run.
+  phases = []
+  if not tflite and tompson.is_tompson(casc.stages[0]):
+    alone = cascade.Cascade([tompson.detector_only(casc.stages[0])], skeleton, casc.sigma,
+                            casc.input_size)
+    used = iter(out["boxes"])  # the same person boxes (no second detection pass)
+    det = predict.predict_split(alone, data_dir, split, limit=limit or None,
+                                batch_size=batch_size, desc=f"evaluate {split} (detector)",
+                                box_fn=(lambda _image: next(used)) if box_fn else None)
+    phases.append(_entry(metrics.summarize(det["poses"][:, 0], true, vis, skeleton), stage=1,
+                         phase="detector", label="stage 1 detector only"))
   baseline = metrics.summarize(mean_pose_baseline(workdir, out["boxes"]), true, vis, skeleton)
   result = {"model": what, "split": split, "data_dir": data_dir, "num_images": int(len(true)),
             "pcp": "strict PCP@0.5, mean over upper/lower arms (and legs), paper Table 1",
             "stages": summaries, "mean_pose": baseline, "boxes": boxes}
+  if phases:
+    result["phases"] = phases
+  shown = phases + summaries  # table rows and curves
   if boxes == "detect":
     result["detector"] = detector_recall(out["boxes"], true, vis, np.asarray(found))
   atomic.write_text(os.path.join(report_dir, "report.json"),
                     json.dumps(_finite_or_none(result), indent=1, default=_json_default,
                                allow_nan=False))
-  table_md = report.pcp_table_markdown(summaries, skeleton, baseline)
+  table_md = report.pcp_table_markdown(shown, skeleton, baseline)
   atomic.write_text(os.path.join(report_dir, "report.md"), table_md)
-  report.plot_pdj_curves(summaries, skeleton, os.path.join(report_dir, "pdj_curves.png"), baseline)
+  report.plot_pdj_curves(shown, skeleton, os.path.join(report_dir, "pdj_curves.png"), baseline)
   n = len(out["images"])
   if n:
     report.plot_stick_figures(out["images"], true[:n], vis[:n],
@@ -128,7 +146,7 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
     d = result["detector"]
     print(f"person boxes: HOG people detector; a person found in {d['found']:.1%} of the "
           f"images, a box containing every annotated joint (recall) in {d['recall']:.1%}")
-  print(report.pdj_table_text(summaries, baseline))
+  print(report.pdj_table_text(shown, baseline))
   print()
   print(table_md)
   return result

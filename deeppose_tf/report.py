@@ -46,7 +46,7 @@ def _rows(stage_summaries: Sequence[dict], baseline: Optional[dict]):
   for s in stage_summaries:
     if "stage" not in s:
       raise ValueError(f"stage summaries need a 'stage' key; got keys {sorted(s)}")
-    rows.append((f"stage {s['stage']}", s))
+    rows.append((s.get("label") or f"stage {s['stage']}", s))
   if baseline is not None:
     rows.append((BASELINE_LABEL, baseline))
   if not rows:

@@ -169,11 +169,12 @@ def test_tompson_network_fits_distinct_poses_not_their_mean():
     y, x = 6 + 14 * n, 54 - 12 * n
     images[n, y:y + 8, x - 8:x, n % 3] = 255.0
   targets = np.concatenate([poses, np.ones((4, k, 1), np.float32)], axis=-1)
-  net = model_lib.build_regressor(CONFIG, edges=LSP14.edge_indices)
+  config = dataclasses.replace(CONFIG, width=0.5, head_channels=16)
+  net = model_lib.build_regressor(config, edges=LSP14.edge_indices)
   layer = net.get_layer("spatial")
   layer.set_prior(tompson.pairwise_prior(poses, np.ones((4, k), bool), layer.pairs, 16,
                                          layer.kernel_size))
-  for phase, epochs in zip(tompson.PHASES, (250, 40, 60)):
+  for phase, epochs in zip(tompson.PHASES, (150, 30, 40)):
     model = tompson.phase_model(net, phase)
     fit = trainer.FitConfig(steps=epochs, learning_rate=3e-3, heatmap_loss="mse",
                             heatmap_loss_weight=1.0, heatmap_sigma=1.0)
@@ -239,8 +240,8 @@ def test_saved_model_and_builtin_tflite_agree(workdir, tmp_path):
                               2 * SIZE)
     box = np.array([[w / 2, h / 2, w, h]], np.float32)
     out = runner(image=canvas[None].astype(np.float32), box=box)["joints"]
-    ref = loaded.signatures["predict_images"](images=tf.constant(canvas[None]),
-                                              boxes=box)["joints"].numpy()
+    ref = loaded.signatures["predict_images"](
+        images=tf.constant(canvas[None].astype(np.uint8)), boxes=box)["joints"].numpy()
     assert np.isfinite(out).all()
     diffs.append(np.abs(out - ref).max(axis=-1).ravel())
   diffs = np.concatenate(diffs)
@@ -248,3 +249,58 @@ def test_saved_model_and_builtin_tflite_agree(workdir, tmp_path):
   # And the Keras cascade itself is what the SavedModel serves.
   casc = cascade.Cascade.load(workdir)
   assert tompson.is_tompson(casc.stages[0])
+
+
+def test_evaluate_scores_the_detector_alone_beside_the_stage(workdir, tiny_data, tmp_path):
+  from deeppose_tf import evaluate
+  out = str(tmp_path / "report")
+  report = evaluate.run(workdir, split="test", data_dir=tiny_data, limit=8, report_dir=out)
+  assert [s["stage"] for s in report["stages"]] == [1]
+  (phase,) = report["phases"]
+  assert phase["phase"] == "detector" and phase["num_images"] == report["num_images"] == 8
+  assert set(phase["pdj_mean_at"]) == set(report["stages"][0]["pdj_mean_at"])
+  with open(os.path.join(out, "report.md")) as f:
+    table = f.read()
+  assert "| stage 1 detector only |" in table and "| stage 1 |" in table
+
+
+def _sha(path):
+  import hashlib
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.mark.slow
+def test_train_cli_phases_resume_and_method_flags(tmp_path):
+  """--method=tompson through the CLI: three phases, their files, a rerun that skips the
+  finished detector phase (its file untouched) and retrains the rest, and flags that
+  contradict the method refused."""
+  w = str(tmp_path / "w")
+  base = [sys.executable, "-m", "deeppose_tf.train", f"--workdir={w}", "--dataset=synthetic",
+          "--num_train=24", "--num_test=8", "--method=tompson", "--num_stages=1",
+          "--steps_per_stage=6", "--phase_steps=2,2,2", "--batch_size=4", "--input_size=64",
+          "--width=0.25", "--head_channels=8", "--stats_images=8", "--noexport",
+          "--checkpoint_every=2"]
+  run = subprocess.run(base, capture_output=True, text=True, env=_env(), cwd=REPO, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  sdir = os.path.join(w, "stage1")
+  assert {"detector.keras", "spatial.keras", "model.keras", "ckpt_detector", "ckpt_spatial",
+          "ckpt_joint"} <= set(os.listdir(sdir))
+  assert "stage 1 detector only" in run.stdout
+  detector = _sha(os.path.join(sdir, "detector.keras"))
+  import shutil
+  for name in ("spatial.keras", "model.keras", "displacement.json"):
+    os.remove(os.path.join(sdir, name))
+  for name in ("ckpt_spatial", "ckpt_joint"):
+    shutil.rmtree(os.path.join(sdir, name))
+  run = subprocess.run(base, capture_output=True, text=True, env=_env(), cwd=REPO, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "phase detector is already trained" in run.stderr
+  assert "phase spatial: 2 steps" in run.stderr
+  assert _sha(os.path.join(sdir, "detector.keras")) == detector
+  assert os.path.exists(os.path.join(sdir, "model.keras"))
+  for extra, message in ((["--backbone=resnet"], "--method=tompson uses --backbone=multires"),
+                         (["--phase_steps=1,2"], "--phase_steps must be 3 positive")):
+    run = subprocess.run(base + extra + [f"--workdir={tmp_path / 'other'}"],
+                         capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+    assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]

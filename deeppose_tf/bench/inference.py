@@ -36,7 +36,8 @@ def random_cascade(config, skeleton, stages: int, sigma: float = 2.0, seed: int 
   from deeppose_tf.cascade import Cascade
   keras.utils.set_random_seed(seed)
   config = dataclasses.replace(config, num_joints=skeleton.num_joints, output_init="default")
-  nets = [model_lib.build_regressor(config, name=f"stage{s + 1}") for s in range(stages)]
+  nets = [model_lib.build_regressor(config, name=f"stage{s + 1}",
+                                    edges=skeleton.edge_indices) for s in range(stages)]
   return Cascade(nets, skeleton, sigma, config.input_size)
 
 

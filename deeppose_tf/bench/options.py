@@ -103,7 +103,7 @@ class BenchConfig:
                        "cache, 0 = full size)")
     if not self.heatmap_loss_weight >= 0:
       raise ValueError(f"--heatmap_loss_weight={self.heatmap_loss_weight}: must be >= 0")
-    if self.heatmap_loss_weight > 0 and self.head != "integral":
+    if self.heatmap_loss_weight > 0 and self.head not in ("integral", "tompson"):
       raise ValueError(f"--heatmap_loss_weight={self.heatmap_loss_weight} needs "
                        f"--head=integral, got --head={self.head} (the heatmap loss trains "
                        "the integral head's heatmaps)")

@@ -11,6 +11,7 @@ from deeppose_tf.bench import (accuracy, end_to_end, inference, input_pipeline, 
                                model_file, peak, train_step)
 from deeppose_tf.bench.options import BenchConfig
 from deeppose_tf.bench.results import Report, value_of
+from deeppose_tf.skeleton import LSP14
 
 
 def run(only: Sequence[str] = BenchConfig.only, **options) -> Report:
@@ -28,7 +29,8 @@ def run_config(cfg: BenchConfig) -> Report:
   results = [first]
   gflops = first.value
   config = cfg.model_config()
-  fwd = model_lib.forward_flops(model_lib.build_regressor(config))
+  fwd = model_lib.forward_flops(model_lib.build_regressor(
+      config, edges=LSP14.edge_indices))
   info["model"] = {"input_size": config.input_size, "width": config.width,
                    "fc_units": config.fc_units, "backbone": config.backbone,
                    "head": config.head, "heatmap_stride": config.heatmap_stride,

@@ -15,21 +15,29 @@ from deeppose_tf.bench.results import Ratio, Result
 def compiled_training_model(config, loss: str = "l2", heatmap_loss_weight: float = 0.0):
   """The stage-1 regressor of `config` as the trainer trains it: model_lib.training_model
   when heatmap_loss_weight > 0 (the heatmap logits as a second output), compiled with
-  trainer.FitConfig's compile args (Adam 1e-4, `loss`, the weighted heatmap loss). Call
-  inside a strategy's scope to build under it."""
-  from deeppose_tf import model as model_lib, trainer
-  net = model_lib.build_regressor(config)
-  if heatmap_loss_weight > 0:
+  trainer.FitConfig's compile args (Adam 1e-4, `loss`, the weighted heatmap loss). A
+  tompson network (head "tompson", LSP14 graph) trains as in its joint phase: detector
+  MSE + spatial cross-entropy. Call inside a strategy's scope to build under it."""
+  from deeppose_tf import model as model_lib, tompson, trainer
+  from deeppose_tf.skeleton import LSP14
+  net = model_lib.build_regressor(config, edges=LSP14.edge_indices)
+  heatmap_loss = "ce"
+  if config.head == "tompson":
+    net = tompson.phase_model(net, tompson.PHASES[-1])
+    heatmap_loss, heatmap_loss_weight = "mse", heatmap_loss_weight or 1.0
+  elif heatmap_loss_weight > 0:
     net = model_lib.training_model(net)
-  fit = trainer.FitConfig(steps=1, loss=loss, heatmap_loss_weight=heatmap_loss_weight)
+  fit = trainer.FitConfig(steps=1, loss=loss, heatmap_loss_weight=heatmap_loss_weight,
+                          heatmap_loss=heatmap_loss)
   net.compile(**fit.compile_args(net))
   return net
 
 
 def targets_for(net, dataset):
-  """`dataset` of (x, y) as the trainer feeds `net`: y for both outputs of a dict model."""
+  """`dataset` of (x, y) as the trainer feeds `net`: y for every output of a dict model."""
   if isinstance(net.output, dict):
-    return dataset.map(lambda x, y: (x, {"joints": y, "heatmaps": y}))
+    keys = list(net.output)
+    return dataset.map(lambda x, y: (x, {k: y for k in keys}))
   return dataset
 
 
