@@ -134,6 +134,9 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
                     json.dumps(_finite_or_none(result), indent=1, default=_json_default,
                                allow_nan=False))
   table_md = report.pcp_table_markdown(shown, skeleton, baseline)
+  if phases:  # the spatial model's gain over the detector alone, per joint type
+    table_md += "".join("\n" + report.per_type_pdj_markdown([phases[0], summaries[0]],
+                                                            skeleton, r) for r in (0.1, 0.2))
   atomic.write_text(os.path.join(report_dir, "report.md"), table_md)
   report.plot_pdj_curves(shown, skeleton, os.path.join(report_dir, "pdj_curves.png"), baseline)
   n = len(out["images"])

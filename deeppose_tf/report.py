@@ -75,6 +75,28 @@ def pcp_table_markdown(stage_summaries: Sequence[dict], skeleton: Skeleton,
   return "\n".join(lines) + "\n"
 
 
+def per_type_pdj_markdown(summaries: Sequence[dict], skeleton: Skeleton, radius: float = 0.2
+                          ) -> str:
+  """PDJ@radius per joint type (left and right pooled), one row per labelled summary, and
+  when there are two rows a last row with their difference (second minus first): e.g. a
+  Tompson stage against its detector alone, the spatial model's gain per joint type."""
+  rows = _rows(summaries, None)
+  types = list(dict.fromkeys(skeleton.joint_type(j) for j in skeleton.joints))
+
+  def value(s, t):
+    return float(np.interp(radius, s["pdj"]["radii"], s["pdj"]["per_type"][t]))
+
+  lines = [f"| PDJ@{radius} | " + " | ".join(_pretty(t) for t in types) + " | All |",
+           "|:---|" + "---:|" * (len(types) + 1)]
+  table = [[value(s, t) for t in types] + [metrics.pdj_at(s["pdj"], radius)] for _, s in rows]
+  for (label, _), values in zip(rows, table):
+    lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in values) + " |")
+  if len(rows) == 2:
+    lines.append("| difference | " + " | ".join(
+        f"{b - a:+.3f}" for a, b in zip(*table)) + " |")
+  return "\n".join(lines) + "\n"
+
+
 def pdj_table_text(stage_summaries: Sequence[dict], baseline: Optional[dict] = None) -> str:
   """A plain fixed-width console table: method, PCP mean, PDJ at the report radii."""
   rows = _rows(stage_summaries, baseline)

@@ -16,7 +16,7 @@ from deeppose_tf import model as model_lib
 from deeppose_tf import workdir as workdir_lib
 from deeppose_tf.skeleton import LSP14
 
-from helpers import REPO
+from helpers import REPO, encode
 from helpers import subprocess_env as _env
 
 SIZE = 64  # heatmaps 16 x 16
@@ -246,9 +246,15 @@ def test_saved_model_and_builtin_tflite_agree(workdir, tmp_path):
     diffs.append(np.abs(out - ref).max(axis=-1).ravel())
   diffs = np.concatenate(diffs)
   assert np.mean(diffs <= 0.5) >= 0.95, np.sort(diffs)[-5:]
-  # And the Keras cascade itself is what the SavedModel serves.
+  # The SavedModel answers JPEG bytes with what the Keras cascade predicts on them.
   casc = cascade.Cascade.load(workdir)
   assert tompson.is_tompson(casc.stages[0])
+  jpeg = encode(rng.randint(0, 256, (70, 50, 3)).astype(np.uint8), "JPEG")
+  got = loaded.signatures["serving_default"](image_bytes=tf.constant([jpeg]))["joints"]
+  image = pipeline.decode_image(jpeg)
+  box = tf.constant(geometry.full_image_box(70, 50), tf.float32)[None]
+  np.testing.assert_allclose(got.numpy()[0], casc.predict(image[None], box).numpy()[0, -1],
+                             atol=1e-3)
 
 
 def test_evaluate_scores_the_detector_alone_beside_the_stage(workdir, tiny_data, tmp_path):
@@ -262,6 +268,8 @@ def test_evaluate_scores_the_detector_alone_beside_the_stage(workdir, tiny_data,
   with open(os.path.join(out, "report.md")) as f:
     table = f.read()
   assert "| stage 1 detector only |" in table and "| stage 1 |" in table
+  # The spatial model's gain per joint type, at PDJ@0.1 and 0.2.
+  assert table.count("| difference |") == 2 and "| PDJ@0.2 | Ankle |" in table
 
 
 def _sha(path):
@@ -304,3 +312,34 @@ def test_train_cli_phases_resume_and_method_flags(tmp_path):
     run = subprocess.run(base + extra + [f"--workdir={tmp_path / 'other'}"],
                          capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
     assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
+
+
+def test_compare_tables_and_plots_workdirs(workdir, tiny_data, tmp_path):
+  """compare: one row per stage and phase of each workdir, their cost, latency measured in
+  the run, and the PDJ curves of all of them in one PNG; workdirs evaluated on different
+  splits are refused."""
+  import json
+  import shutil
+  from deeppose_tf import compare, evaluate
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  shutil.copytree(workdir, a)
+  shutil.copytree(workdir, b)
+  for w in (a, b):
+    evaluate.run(w, split="test", data_dir=tiny_data, limit=8)
+  out = str(tmp_path / "cmp" / "both")
+  result = compare.compare([a, b], ["A", "B"], out, min_time=0.1)
+  with open(out + ".md") as f:
+    table = f.read()
+  for row in ("| A stage 1 detector only |", "| A stage 1 |", "| B stage 1 |", "| mean pose |"):
+    assert row in table, table
+  net = cascade.Cascade.load(a).stages[0]
+  (ma, mb) = result["methods"]
+  assert ma["params"] == net.count_params() and ma["gflops"] == pytest.approx(
+      model_lib.forward_flops(net) / 1e9)
+  assert ma["latency_ms"] > 0 and mb["latency_ms"] > 0
+  assert os.path.getsize(out + ".png") > 1000
+  with open(out + ".json") as f:
+    assert json.load(f)["num_images"] == 8
+  evaluate.run(b, split="test", data_dir=tiny_data, limit=4)
+  with pytest.raises(ValueError, match="compare on the same split"):
+    compare.compare([a, b], ["A", "B"], out, latency=False)
