@@ -79,11 +79,18 @@ class Settings:
   stats_trim: float = 1.0
   refine_init: str = "scratch"
   phase_steps: Tuple[int, ...] = ()  # tompson stages: steps of each phase (empty: split)
+  # The hybrid (--method=hybrid): stage 1's network when it differs from `model`, the
+  # network of the refinement stages.
+  stage1_model: Optional[ModelConfig] = None
 
   def __post_init__(self):
     if isinstance(self.skeleton, str):
       raise TypeError("Settings.skeleton is a Skeleton object (skeleton.get_skeleton(name)), "
                       f"not the name {self.skeleton!r}")
+
+  def model_for(self, stage: int) -> ModelConfig:
+    """The network of `stage`: `stage1_model` for stage 1 when set, else `model`."""
+    return self.stage1_model if stage == 1 and self.stage1_model else self.model
 
   def steps_for(self, stage: int) -> int:
     return self.steps[min(stage, len(self.steps)) - 1]
@@ -105,4 +112,6 @@ class Settings:
     """What config.json records: enough to rebuild and run the cascade."""
     return {"skeleton": self.skeleton.name, "input_size": self.model.input_size,
             "sigma": self.sigma, "num_stages": self.num_stages, "data_dir": self.data_dir,
-            "train_split": self.train_split, "model": dataclasses.asdict(self.model)}
+            "train_split": self.train_split, "model": dataclasses.asdict(self.model),
+            **({"stage1_model": dataclasses.asdict(self.stage1_model)}
+               if self.stage1_model else {})}

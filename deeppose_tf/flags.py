@@ -5,6 +5,7 @@ Only entry points (train.py) read flags; library code receives `Settings`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from absl import flags
@@ -82,7 +83,9 @@ def define_train_flags() -> None:
                 "(--backbone, --head). tompson: Tompson et al. 2014, a multi-resolution "
                 "heatmap ConvNet plus a spatial model (sets --backbone=multires "
                 "--head=tompson --heatmap_stride=4; trained in the phases detector, "
-                "spatial, joint: --phase_steps). See BUILD.md, 'Tompson et al.'.")
+                "spatial, joint: --phase_steps) for every stage. hybrid: the tompson "
+                "network as stage 1, DeepPose refinement stages (--backbone, --head) on top. "
+                "See BUILD.md, 'Tompson et al.'.")
   d.DEFINE_list("phase_steps", [], "--method=tompson: optimizer steps of the phases "
                 "detector,spatial,joint of each stage (3 comma-separated integers). Default: "
                 "the stage's --steps_per_stage split 70/10/20%.")
@@ -205,8 +208,8 @@ def register_range(name: str, lo, hi, flag_values=flags.FLAGS) -> None:
 
 
 # --method -> the backbone, head and heatmap stride it means (None: the flags' own).
-METHODS = {"deeppose": None,
-           "tompson": {"backbone": "multires", "head": "tompson", "heatmap_stride": 4}}
+TOMPSON = {"backbone": "multires", "head": "tompson", "heatmap_stride": 4}
+METHODS = {"deeppose": None, "tompson": TOMPSON, "hybrid": None}
 
 
 def _method_settings(f) -> dict:
@@ -215,8 +218,9 @@ def _method_settings(f) -> dict:
   chosen = {k: getattr(f, k) for k in ("backbone", "head", "heatmap_stride")}
   implied = METHODS[f.method]
   if implied is None:
-    if f.head == "tompson" or f.phase_steps:
-      raise ValueError("--head=tompson and --phase_steps belong to --method=tompson")
+    if f.head == "tompson" or (f.phase_steps and f.method != "hybrid"):
+      raise ValueError("--head=tompson and --phase_steps belong to --method=tompson (or "
+                       "hybrid)")
     return chosen
   for k, v in implied.items():
     if f[k].present and getattr(f, k) != v:
@@ -266,14 +270,20 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
                      f"{f.curve_every} and {f.curve_images}")
   if f.init_weights and not os.path.isfile(f.init_weights):
     raise ValueError(f"--init_weights={f.init_weights}: no such file")
+  model = ModelConfig(num_joints=skeleton.num_joints, input_size=f.input_size,
+                      width=f.width, fc_units=f.fc_units, dropout=f.dropout, norm=f.norm,
+                      output_init=f.output_init, backbone=arch["backbone"],
+                      head=arch["head"], heatmap_stride=arch["heatmap_stride"],
+                      head_channels=f.head_channels,
+                      backbone_weights=f.backbone_weights, precision=f.precision)
+  stage1_model = None
+  if f.method == "hybrid":
+    if f.num_stages < 2:
+      raise ValueError("--method=hybrid puts DeepPose refinement stages on a Tompson stage 1: "
+                       "it needs --num_stages >= 2")
+    stage1_model = dataclasses.replace(model, **TOMPSON, backbone_weights=None)
   return Settings(
-      data_dir=data_dir, train_split="train",
-      model=ModelConfig(num_joints=skeleton.num_joints, input_size=f.input_size,
-                        width=f.width, fc_units=f.fc_units, dropout=f.dropout, norm=f.norm,
-                        output_init=f.output_init, backbone=arch["backbone"],
-                        head=arch["head"], heatmap_stride=arch["heatmap_stride"],
-                        head_channels=f.head_channels,
-                        backbone_weights=f.backbone_weights, precision=f.precision),
+      data_dir=data_dir, train_split="train", model=model, stage1_model=stage1_model,
       augment=AugmentConfig(translate=f.translate, scale=scale, flip=f.flip, rotate=f.rotate,
                             brightness=f.brightness, contrast=f.contrast,
                             saturation=f.saturation),

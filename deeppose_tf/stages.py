@@ -90,7 +90,15 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
 
   pretrained = (model_lib.pretrained_weights(settings.init_weights)
                 if settings.init_weights else None)
-  if stage > 1 and settings.refine_init == "previous":
+  model_config = settings.model_for(stage)
+  same_network = stage > 1 and (settings.model_for(stage - 1).backbone == model_config.backbone)
+  if stage > 1 and settings.refine_init == "previous" and not same_network:
+    # The hybrid (a Tompson stage 1 under DeepPose refinement stages): no layer to share.
+    logging.info("stage %d is a %s network and stage %d a %s one: stage %d starts from "
+                 "random initialization", stage, model_config.backbone, stage - 1,
+                 settings.model_for(stage - 1).backbone, stage)
+    pretrained, init_from = None, None
+  elif stage > 1 and settings.refine_init == "previous":
     # Stage s starts from stage s-1's trained network: its features already see people in
     # these images, which a refinement stage on a CPU budget cannot learn from scratch.
     # The fc head's output layer keeps its own start (minus the mean displacement).
@@ -101,10 +109,10 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
     init_from = settings.init_weights
 
   nets = {}
-  tompson_stage = settings.model.head == "tompson"
+  tompson_stage = model_config.head == "tompson"
 
   def build_net():
-    net = model_lib.build_regressor(settings.model, bias, name=f"stage{stage}",
+    net = model_lib.build_regressor(model_config, bias, name=f"stage{stage}",
                                     edges=skeleton.edge_indices)
     if pretrained is not None:
       # Before the checkpoint restore in fit_stage: a resumed stage keeps its own weights.
@@ -219,7 +227,7 @@ def _fit_tompson_phases(strategy, workdir: str, stage: int, settings: Settings, 
       net = holder["net"] = build_net()
       if start_from is None:
         layer = net.get_layer("spatial")
-        layer.set_prior(spatial_prior(settings, layer))
+        layer.set_prior(spatial_prior(settings, layer, stage))
       else:  # before fit_stage's checkpoint restore: a resumed phase keeps its own weights
         model_lib.assign_by_name(net, model_lib.pretrained_weights(start_from))
       return tompson.phase_model(net, phase)
@@ -244,13 +252,16 @@ def _fit_tompson_phases(strategy, workdir: str, stage: int, settings: Settings, 
     previous = path
 
 
-def spatial_prior(settings: Settings, layer) -> np.ndarray:
+def spatial_prior(settings: Settings, layer, stage: int = 1) -> np.ndarray:
   """The tompson spatial model's starting kernels for `layer` (a PairwiseSpatialModel) from
-  the training split's annotations."""
+  the training split's annotations, in the frame of the person boxes (stage 1's crops; a
+  tompson refinement stage, whose crops are joint boxes, starts from the same histograms
+  and learns its own)."""
   from deeppose_tf import geometry, tompson
   a = pipeline.annotations(settings.data_dir, settings.train_split, settings.skeleton)
   poses = geometry.normalize(a["joints"], a["box"]).numpy()
-  size = settings.model.input_size // settings.model.heatmap_stride
+  model = settings.model_for(stage)
+  size = model.input_size // model.heatmap_stride
   return tompson.pairwise_prior(poses, a["visible"], layer.pairs, size, layer.kernel_size)
 
 

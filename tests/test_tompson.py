@@ -343,3 +343,25 @@ def test_compare_tables_and_plots_workdirs(workdir, tiny_data, tmp_path):
   evaluate.run(b, split="test", data_dir=tiny_data, limit=4)
   with pytest.raises(ValueError, match="compare on the same split"):
     compare.compare([a, b], ["A", "B"], out, latency=False)
+
+
+@pytest.mark.slow
+def test_train_cli_hybrid_tompson_stage1_deeppose_stage2(tmp_path):
+  """--method=hybrid: a tompson stage 1 (phases and all) and a DeepPose refinement stage 2
+  (--backbone/--head) on its displacement statistics, evaluated and exported together."""
+  w = str(tmp_path / "w")
+  run = subprocess.run(
+      [sys.executable, "-m", "deeppose_tf.train", f"--workdir={w}", "--dataset=synthetic",
+       "--num_train=24", "--num_test=8", "--method=hybrid", "--num_stages=2",
+       "--backbone=resnet", "--head=integral", "--steps_per_stage=6,3", "--batch_size=4",
+       "--input_size=64", "--width=0.25", "--head_channels=8", "--stats_images=8",
+       "--draws=2", "--checkpoint_every=3"],
+      capture_output=True, text=True, env=_env(), cwd=REPO, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  casc = cascade.Cascade.load(w)
+  assert tompson.is_tompson(casc.stages[0]) and not tompson.is_tompson(casc.stages[1])
+  assert casc.stages[1].get_layer("res1_1_a_conv") is not None
+  config = workdir_lib.read_config(w)
+  assert config["stage1_model"]["head"] == "tompson" and config["model"]["head"] == "integral"
+  assert "stage 1 detector only" in run.stdout and "stage 2" in run.stdout
+  assert os.path.isdir(os.path.join(w, "export", "1"))
