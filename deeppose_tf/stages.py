@@ -229,7 +229,12 @@ def _fit_tompson_phases(strategy, workdir: str, stage: int, settings: Settings, 
         layer = net.get_layer("spatial")
         layer.set_prior(spatial_prior(settings, layer, stage))
       else:  # before fit_stage's checkpoint restore: a resumed phase keeps its own weights
-        model_lib.assign_by_name(net, model_lib.pretrained_weights(start_from))
+        _, skipped = model_lib.assign_by_name(net, model_lib.pretrained_weights(start_from))
+        if "spatial" in skipped:  # a phase file from a spatial model of another shape
+          logging.warning("%s holds a spatial model of another shape; it starts again from "
+                          "the training set's histograms", start_from)
+          layer = net.get_layer("spatial")
+          layer.set_prior(spatial_prior(settings, layer, stage))
       return tompson.phase_model(net, phase)
 
     first = offset
@@ -262,7 +267,8 @@ def spatial_prior(settings: Settings, layer, stage: int = 1) -> np.ndarray:
   poses = geometry.normalize(a["joints"], a["box"]).numpy()
   model = settings.model_for(stage)
   size = model.input_size // model.heatmap_stride
-  return tompson.pairwise_prior(poses, a["visible"], layer.pairs, size, layer.kernel_size)
+  return tompson.pairwise_prior(poses, a["visible"], layer.pairs, size, layer.kernel_size,
+                                layer.rate)
 
 
 MIN_STAT_SAMPLES = 20  # per joint; fewer make a poor covariance estimate

@@ -73,17 +73,22 @@ class PairwiseSpatialModel(keras.layers.Layer):
   """Detector heatmaps (B, H, W, K) -> log-beliefs (B, H, W, K), float32.
 
   pairs: P (target A, partner v) joint index pairs; every joint needs at least one pair
-  with it as target (its own (A, A) pair). kernel_size: odd side of the prior kernels, in
-  heatmap cells. Weights: "kernel" (k, k, P, 1) and "bias" (P,), both pre-softplus.
+  with it as target (its own (A, A) pair). kernel_size: odd side k of the prior kernels, in
+  taps; rate: heatmap cells between taps (a dilated kernel reaches (k // 2) * rate cells).
+  Weights: "kernel" (k, k, P, 1) and "bias" (P,), both pre-softplus.
   Every op is a TFLite builtin (gather, depthwise conv, log, matmul); softplus of the
   weights is folded into constants at export."""
 
-  def __init__(self, pairs: Sequence[Sequence[int]], kernel_size: int, **kwargs):
+  def __init__(self, pairs: Sequence[Sequence[int]], kernel_size: int, rate: int = 1,
+               **kwargs):
     super().__init__(**kwargs)
     self.pairs = [tuple(int(i) for i in p) for p in pairs]
     self.kernel_size = int(kernel_size)
+    self.rate = int(rate)
     if self.kernel_size < 1 or self.kernel_size % 2 == 0:
       raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
+    if self.rate < 1:
+      raise ValueError(f"rate must be >= 1, got {rate}")
 
   def build(self, input_shape):
     k = input_shape[-1]
@@ -110,7 +115,8 @@ class PairwiseSpatialModel(keras.layers.Layer):
     partners = tf.gather(e, self._sources, axis=3)  # (B, H, W, P)
     kernel = tf.math.softplus(tf.cast(self.kernel, tf.float32))
     bias = tf.math.softplus(tf.cast(self.bias, tf.float32))
-    conv = tf.nn.depthwise_conv2d(partners, kernel, [1, 1, 1, 1], "SAME")
+    conv = tf.nn.depthwise_conv2d(partners, kernel, [1, 1, 1, 1], "SAME",
+                                  dilations=[self.rate, self.rate])
     terms = tf.math.log(conv + bias)  # (B, H, W, P), each > log(bias) > -inf
     shape = tf.shape(terms)
     flat = tf.matmul(tf.reshape(terms, [-1, len(self.pairs)]), self._assign)  # sum per A
@@ -131,7 +137,7 @@ class PairwiseSpatialModel(keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), "pairs": [list(p) for p in self.pairs],
-            "kernel_size": self.kernel_size}
+            "kernel_size": self.kernel_size, "rate": self.rate}
 
 
 def inverse_softplus(y):
@@ -185,10 +191,19 @@ def graph_pairs(num_joints: int, edges: np.ndarray) -> Tuple[Tuple[int, int], ..
   return tuple(pairs)
 
 
-def kernel_size_for(heatmap_size: int) -> int:
-  """Prior kernel side: odd, reaching half the box from the partner (displacements between
-  neighbouring joints beyond that are rare)."""
-  return heatmap_size // 2 * 2 + 1
+# Widest prior kernel: TF's CPU gradient of a depthwise filter leaves its fast path above
+# 13 x 13 (measured, batch 32, 42 pairs: 13 x 13 at 32 x 32 fwd+bwd 0.08 s, 15 x 15 0.33 s,
+# 31 x 31 1.2 s), so larger reaches come from dilation instead of larger kernels.
+MAX_KERNEL = 13
+
+
+def kernel_for(heatmap_size: int) -> Tuple[int, int]:
+  """(kernel_size, rate) of the prior kernels on a heatmap_size map: odd, at most
+  MAX_KERNEL taps, dilated so they reach half the box from the partner (displacements
+  between neighbouring joints beyond that are rare)."""
+  half = max(1, heatmap_size // 2)
+  rate = max(1, -(-half // (MAX_KERNEL // 2)))
+  return min(MAX_KERNEL, 2 * -(-half // rate) + 1), rate
 
 
 def tompson_head(feats: Dict[int, keras.KerasTensor], num_joints: int, channels: int,
@@ -206,9 +221,9 @@ def tompson_head(feats: Dict[int, keras.KerasTensor], num_joints: int, channels:
   # first hundreds of steps unlearning random maps whose squared error is 100x larger.
   heatmaps = keras.layers.Conv2D(num_joints, 1, name="heatmaps", dtype="float32",
                                  kernel_initializer="zeros")(x)
-  spatial = PairwiseSpatialModel(graph_pairs(num_joints, edges),
-                                 kernel_size_for(heatmaps.shape[1]), name="spatial",
-                                 dtype="float32")(heatmaps)
+  kernel, rate = kernel_for(heatmaps.shape[1])
+  spatial = PairwiseSpatialModel(graph_pairs(num_joints, edges), kernel, rate,
+                                 name="spatial", dtype="float32")(heatmaps)
   return PeakDecode(log_space=True, name="joints", dtype="float32")(spatial)
 
 
@@ -271,15 +286,15 @@ def phase_model(net: keras.Model, phase: Phase) -> keras.Model:
 
 
 def pairwise_prior(joints: np.ndarray, visible: np.ndarray, pairs, heatmap_size: int,
-                   kernel_size: int, blur: float = 1.0) -> np.ndarray:
+                   kernel_size: int, rate: int = 1, blur: float = 1.0) -> np.ndarray:
   """The spatial model's starting kernels from training poses.
 
   joints: (N, K, 2) box-normalized; visible: (N, K). Returns (P, k, k) float32: for pair
-  (A, v) the histogram of A - v in heatmap cells over the poses annotating both, smoothed
-  by a Gaussian of std `blur` cells and scaled to sum 1, laid out for the correlation the
-  layer computes (output(p) = sum_q in(p + q) kernel(q + c)): a partner peak at x_v votes
-  for x_v + d through kernel cell c - d. Displacements beyond the kernel are dropped.
-  A pair with no sample keeps a flat kernel."""
+  (A, v) the histogram of A - v in kernel taps (`rate` heatmap cells each) over the poses
+  annotating both, smoothed by a Gaussian of std `blur` taps and scaled to sum 1, laid out
+  for the correlation the layer computes (output(p) = sum_q in(p + rate q) kernel(q + c)):
+  a partner peak at x_v votes for x_v + d through tap c - d / rate. Displacements beyond
+  the kernel are dropped. A pair with no sample keeps a flat kernel."""
   from scipy import ndimage
   joints = np.asarray(joints, np.float64)
   visible = np.asarray(visible, bool)
@@ -287,7 +302,7 @@ def pairwise_prior(joints: np.ndarray, visible: np.ndarray, pairs, heatmap_size:
   out = np.zeros((len(pairs), kernel_size, kernel_size), np.float64)
   for i, (a, v) in enumerate(pairs):
     both = visible[:, a] & visible[:, v]
-    d = np.rint((joints[both, a] - joints[both, v]) * heatmap_size).astype(np.int64)
+    d = np.rint((joints[both, a] - joints[both, v]) * heatmap_size / rate).astype(np.int64)
     col, row = c - d[:, 0], c - d[:, 1]
     keep = (col >= 0) & (col < kernel_size) & (row >= 0) & (row < kernel_size)
     np.add.at(out[i], (row[keep], col[keep]), 1.0)

@@ -75,7 +75,8 @@ def test_peak_decode_recovers_sub_cell_positions(log_space):
   assert np.isfinite(flat).all()
 
 
-def test_spatial_model_with_a_hand_set_prior_suppresses_a_planted_false_peak():
+@pytest.mark.parametrize("rate", [1, 2])
+def test_spatial_model_with_a_hand_set_prior_suppresses_a_planted_false_peak(rate):
   """3 joints in a chain 0 - 1 - 2. The prior (from consistent training poses) says joint 0
   lies 4 cells above joint 1 and joint 2 4 cells below. Joint 1's detector map has its true
   peak (0.8) where joints 0 and 2 agree and a STRONGER false peak (1.0) elsewhere: the
@@ -83,8 +84,9 @@ def test_spatial_model_with_a_hand_set_prior_suppresses_a_planted_false_peak():
   h = w = 24
   pairs = tompson.graph_pairs(3, [[0, 1], [1, 2]])
   poses = np.tile(np.array([[[0.0, -4.0], [0.0, 0.0], [0.0, 4.0]]], np.float32) / h, (50, 1, 1))
-  prior = tompson.pairwise_prior(poses, np.ones((50, 3), bool), pairs, h, 13, blur=0.5)
-  layer = tompson.PairwiseSpatialModel(pairs, 13)
+  prior = tompson.pairwise_prior(poses, np.ones((50, 3), bool), pairs, h, 13, rate,
+                                 blur=0.5)
+  layer = tompson.PairwiseSpatialModel(pairs, 13, rate)
   maps = np.zeros((1, h, w, 3), np.float32)
   true, false = (12, 10), (5, 4)  # (row, col) of joint 1's peaks
   maps[0, true[0] - 4, true[1], 0] = 1.0
@@ -101,7 +103,7 @@ def test_spatial_model_with_a_hand_set_prior_suppresses_a_planted_false_peak():
   assert tuple(np.unravel_index(belief[0, :, :, 2].argmax(), (h, w))) == (16, 10)
   # With the partners' kernels zeroed (self terms alone) the false peak wins: the pairwise
   # prior did the work.
-  alone = tompson.PairwiseSpatialModel(pairs, 13)
+  alone = tompson.PairwiseSpatialModel(pairs, 13, rate)
   alone.build(maps.shape)
   alone.set_prior(np.where(np.arange(len(pairs))[:, None, None] < 3, prior, 0.0))
   assert tuple(np.unravel_index(alone(maps).numpy()[0, :, :, 1].argmax(), (h, w))) == false
@@ -116,6 +118,14 @@ def test_pairwise_prior_is_the_displacement_histogram_and_skips_unannotated():
   assert k[0, 4, 4] == 1.0  # self pairs: a delta at the centre
   # Pair (A=0, v=1): A - v = +2 cells in x -> kernel cell (row 4, col 4 - 2).
   assert k[2, 4, 2] == 1.0 and k[3, 4, 6] == 1.0
+  # Dilated (rate 2): the same +2 cells is one tap.
+  k = tompson.pairwise_prior(poses, visible, pairs, 20, 9, rate=2, blur=0)
+  assert k[2, 4, 3] == 1.0 and k[3, 4, 5] == 1.0
+  # Every kernel stays on the gradient's fast path and reaches half the box.
+  for size in (8, 16, 24, 32, 64):
+    kernel, rate = tompson.kernel_for(size)
+    assert kernel <= tompson.MAX_KERNEL and kernel % 2 == 1
+    assert (kernel // 2) * rate >= size // 2, (size, kernel, rate)
 
 
 def test_phase_steps_and_graph():
@@ -139,9 +149,9 @@ def test_network_shapes_flops_and_phase_models():
   assert net.output.shape[1:] == (14, 2)
   assert net.get_layer("heatmaps").output.shape[1:] == (SIZE // 4, SIZE // 4, 14)
   spatial = net.get_layer("spatial")
-  assert spatial.kernel_size == 17
+  assert (spatial.kernel_size, spatial.rate) == (9, 2) == tompson.kernel_for(16)
   flops = model_lib.forward_flops(net)
-  assert flops > 2 * 16 * 16 * len(spatial.pairs) * 17 * 17
+  assert flops > 2 * 16 * 16 * len(spatial.pairs) * 9 * 9
   det = tompson.phase_model(net, tompson.PHASES[0])
   assert list(det.output) == ["heatmaps"]
   # phase_model sets the shared layers' trainable flags: each count right after its call.
@@ -173,7 +183,7 @@ def test_tompson_network_fits_distinct_poses_not_their_mean():
   net = model_lib.build_regressor(config, edges=LSP14.edge_indices)
   layer = net.get_layer("spatial")
   layer.set_prior(tompson.pairwise_prior(poses, np.ones((4, k), bool), layer.pairs, 16,
-                                         layer.kernel_size))
+                                         layer.kernel_size, layer.rate))
   for phase, epochs in zip(tompson.PHASES, (150, 30, 40)):
     model = tompson.phase_model(net, phase)
     fit = trainer.FitConfig(steps=epochs, learning_rate=3e-3, heatmap_loss="mse",
@@ -202,7 +212,8 @@ def workdir(tiny_data, tmp_path_factory):
   a = pipeline.annotations(tiny_data, "train", LSP14)
   layer = net.get_layer("spatial")
   layer.set_prior(tompson.pairwise_prior(geometry.normalize(a["joints"], a["box"]).numpy(),
-                                         a["visible"], layer.pairs, 16, layer.kernel_size))
+                                         a["visible"], layer.pairs, 16, layer.kernel_size,
+                                         layer.rate))
   os.makedirs(workdir_lib.stage_dir(d, 1))
   workdir_lib.save_model(net, workdir_lib.model_path(d, 1))
   workdir_lib.write_config(d, {"skeleton": "lsp14", "input_size": SIZE, "sigma": 2.0,
