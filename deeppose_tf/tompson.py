@@ -97,8 +97,9 @@ class PairwiseSpatialModel(keras.layers.Layer):
       raise ValueError(f"pairs must name joints 0..{k - 1} and give every joint a pair; "
                        f"got {self.pairs}")
     p, n = len(self.pairs), self.kernel_size
-    # Default start: an identity prior (a delta) for self pairs, flat for the others; the
-    # training set's histograms replace it (set_prior) before training.
+    # Default start: every kernel a tiny constant (softplus(-9) ~ 1e-4), so every term is
+    # about log(bias): no structure yet. Training replaces it with the training set's
+    # histograms (set_prior) before the first step.
     self.kernel = self.add_weight(name="kernel", shape=(n, n, p, 1),
                                   initializer=keras.initializers.Constant(-9.0))
     self.bias = self.add_weight(name="bias", shape=(p,),

@@ -222,3 +222,25 @@ def test_train_cli_two_workers_two_stages(tiny_data, tmp_path):
   assert sorted(os.listdir(os.path.join(workdir, "stage1", "ckpt"))) == [
       "checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index",
       "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
+
+
+@pytest.mark.slow  # two worker processes through three tompson phases
+def test_train_cli_two_workers_tompson_phases(tiny_data, tmp_path):
+  """--method=tompson under --strategy=multi_worker: both workers train every phase; only
+  the chief writes the phase files, the model and the statistics; nothing is left over."""
+  workdir = str(tmp_path / "run")
+  cmd = [sys.executable, "-m", "deeppose_tf.train", "--strategy=multi_worker",
+         f"--workdir={workdir}", "--dataset=lsp", f"--data_dir={tiny_data}", "--method=tompson",
+         "--input_size=64", "--width=0.25", "--head_channels=8", "--batch_size=4",
+         "--stats_images=0", "--eval_batch_size=8", "--num_stages=1", "--steps_per_stage=3",
+         "--phase_steps=1,1,1", "--checkpoint_every=1", "--eval_limit=8", "--noexport"]
+  (_, _, chief_err), (_, _, worker_err) = _run_cluster(cmd, tmp_path, jobs=("chief", "worker"))
+  sdir = os.path.join(workdir, "stage1")
+  for phase in ("detector", "spatial"):
+    assert os.path.exists(os.path.join(sdir, f"{phase}.keras"))
+    assert f"phase {phase} saved" in chief_err and f"phase {phase} saved" not in worker_err
+  assert "phase joint: 1 steps" in worker_err  # the worker trained the last phase too
+  assert "stage 1 model saved" in chief_err and "stage 1 finished" in worker_err
+  assert os.path.exists(os.path.join(workdir, "report.json"))
+  leftovers = [p for p in glob.glob(os.path.join(workdir, "**", ".*"), recursive=True)]
+  assert not leftovers, leftovers
