@@ -216,11 +216,12 @@ def _fit_tompson_phases(strategy, workdir: str, stage: int, settings: Settings, 
       continue
     fit = dataclasses.replace(
         base, steps=n, checkpoint_every=min(base.checkpoint_every, n),
-        warmup_steps=min(base.warmup_steps, n - 1), heatmap_loss="mse",
-        heatmap_loss_weight=base.heatmap_loss_weight or 1.0)
-    logging.info("stage %d phase %s: %d steps (trains %s%s)", stage, phase.name, n,
-                 " + ".join(phase.outputs), "" if phase.detector_trainable
-                 else "; the detector is frozen")
+        learning_rate=base.learning_rate * phase.lr_scale,
+        warmup_steps=min(base.warmup_steps, n - 1) if phase.lr_scale >= 1 else 0,
+        heatmap_loss="mse", heatmap_loss_weight=base.heatmap_loss_weight or 1.0)
+    logging.info("stage %d phase %s: %d steps (trains %s%s; learning rate %g)", stage,
+                 phase.name, n, " + ".join(phase.outputs), "" if phase.detector_trainable
+                 else "; the detector is frozen", fit.learning_rate)
     start_from = previous
 
     def build(phase=phase, start_from=start_from):
