@@ -194,8 +194,9 @@ def _fit_tompson_phases(strategy, workdir: str, stage: int, settings: Settings, 
   file exists and starts the next one from it. The last phase's network is the stage's.
 
   The spatial model starts from the training set's displacement histograms (the records'
-  annotations, tompson.pairwise_prior), set before the first phase (its weights then travel
-  in the phase files)."""
+  annotations, tompson.pairwise_prior), set before the detector phase (for its learning
+  curves) and again when the spatial phase starts, so it always starts from this version's
+  prior, whatever the detector phase's file holds."""
   from deeppose_tf import tompson
   chief = distribute.is_chief(strategy)
   sdir = workdir_lib.stage_dir(workdir, stage)
@@ -226,16 +227,14 @@ def _fit_tompson_phases(strategy, workdir: str, stage: int, settings: Settings, 
 
     def build(phase=phase, start_from=start_from):
       net = holder["net"] = build_net()
-      if start_from is None:
+      if start_from is not None:
+        # Before fit_stage's checkpoint restore: a resumed phase keeps its own weights.
+        model_lib.assign_by_name(net, model_lib.pretrained_weights(start_from))
+      if start_from is None or phase.name == "spatial":
+        # The spatial model starts from the histograms when its own training starts (the
+        # detector phase does not train it; its learning curves use the same prior).
         layer = net.get_layer("spatial")
         layer.set_prior(spatial_prior(settings, layer, stage))
-      else:  # before fit_stage's checkpoint restore: a resumed phase keeps its own weights
-        _, skipped = model_lib.assign_by_name(net, model_lib.pretrained_weights(start_from))
-        if "spatial" in skipped:  # a phase file from a spatial model of another shape
-          logging.warning("%s holds a spatial model of another shape; it starts again from "
-                          "the training set's histograms", start_from)
-          layer = net.get_layer("spatial")
-          layer.set_prior(spatial_prior(settings, layer, stage))
       return tompson.phase_model(net, phase)
 
     first = offset
