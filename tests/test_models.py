@@ -12,10 +12,17 @@ K = 5  # joints
 # The smallest input each backbone's strides allow, and a width that keeps it tiny.
 TINY = {"alexnet": dict(input_size=67, width=0.1),
         "resnet": dict(input_size=32, width=0.125),
-        "mobilenetv2": dict(input_size=32, width=0.35)}
+        "mobilenetv2": dict(input_size=32, width=0.35),
+        "multires": dict(input_size=32, width=0.125)}
+EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 4]])  # the tompson head's graph of K joints
+# The heatmap strides each head takes (the tompson head's maps are at stride 4).
+HEAD_STRIDES = {"fc": (8,), "integral": (8, 4), "tompson": (4,)}
 COMBOS = [(b, h, s) for b in backbones.BACKBONES for h in heads.HEADS
-          for s in ((8, 4) if heads.HEADS[h].pyramid else (8,))
+          for s in HEAD_STRIDES[h]
           if not heads.HEADS[h].pyramid or s in backbones.BACKBONES[b].strides]
+# Pairs no stride makes possible (a pyramid head needing a stride the backbone lacks).
+IMPOSSIBLE = {(b, h) for b in backbones.BACKBONES for h in heads.HEADS} - {
+    (b, h) for b, h, _ in COMBOS}
 
 
 def _config(backbone, head, heatmap_stride=8, **kw):
@@ -30,22 +37,25 @@ def _images(net, n=2):
 
 
 def test_every_backbone_and_head_combination_is_covered():
-  assert {(b, h) for b, h, _ in COMBOS} == {(b, h) for b in backbones.BACKBONES
-                                            for h in heads.HEADS}
+  assert set(HEAD_STRIDES) == set(heads.HEADS)
+  assert IMPOSSIBLE == {("alexnet", "tompson")}  # AlexNet has no stride-4 features
+  for b, h in IMPOSSIBLE:
+    with pytest.raises(ValueError, match="stride"):
+      _config(b, h, HEAD_STRIDES[h][0])
 
 
 @pytest.mark.parametrize("backbone,head,stride", COMBOS)
 def test_each_combination_builds_and_predicts_joints(backbone, head, stride):
   config = _config(backbone, head, stride)
   mean = np.random.RandomState(1).uniform(-0.3, 0.3, (K, 2)).astype(np.float32)
-  net = model_lib.build_regressor(config, mean)
+  net = model_lib.build_regressor(config, mean, edges=EDGES)
   assert net.input_shape == (None, config.input_size, config.input_size, 3)
   out = net(_images(net), training=False)
   assert out.shape == (2, K, 2) and out.dtype == "float32"
   assert np.all(np.isfinite(out.numpy()))
   assert model_lib.forward_flops(net) > 0
   train = model_lib.training_model(net)
-  if head == "integral":
+  if head in ("integral", "tompson"):
     maps = train(_images(net))["heatmaps"]
     side = net.get_layer("heatmaps").output.shape[1]
     assert maps.shape == (2, side, side, K)
@@ -56,10 +66,11 @@ def test_each_combination_builds_and_predicts_joints(backbone, head, stride):
     np.testing.assert_allclose(out.numpy(), np.broadcast_to(mean, (2, K, 2)), atol=1e-6)
 
 
-@pytest.mark.parametrize("backbone,head", [(b, h) for b in backbones.BACKBONES
-                                           for h in heads.HEADS])
+@pytest.mark.parametrize("backbone,head", sorted({(b, h) for b, h, _ in COMBOS}))
 def test_each_combination_under_bfloat16_outputs_float32(backbone, head):
-  net = model_lib.build_regressor(_config(backbone, head, precision="bfloat16"))
+  stride = [s for b, h, s in COMBOS if (b, h) == (backbone, head)][0]
+  net = model_lib.build_regressor(_config(backbone, head, stride, precision="bfloat16"),
+                                  edges=EDGES)
   assert net.output.dtype == "float32"
   out = net(_images(net), training=False)
   assert out.dtype == "float32" and np.all(np.isfinite(out.numpy()))
@@ -127,16 +138,18 @@ def test_config_rejects_what_the_registries_do_not_allow():
 
 def test_a_new_backbone_is_one_function_and_one_registry_entry(monkeypatch):
   def toy(x, width):
-    c8 = keras.layers.Conv2D(4, 3, strides=8, padding="same", name="toy8")(x)
+    c4 = keras.layers.Conv2D(4, 3, strides=4, padding="same", name="toy4")(x)
+    c8 = keras.layers.Conv2D(4, 3, strides=2, padding="same", name="toy8")(c4)
     c16 = keras.layers.Conv2D(4, 3, strides=2, padding="same", name="toy16")(c8)
-    return backbones.Features({8: c8, 16: c16}, c16)
+    return backbones.Features({4: c4, 8: c8, 16: c16}, c16)
 
   monkeypatch.setitem(backbones.BACKBONES, "toy", backbones.Backbone(
-      lambda x, c: toy(x, c.width), strides=(8, 16)))
+      lambda x, c: toy(x, c.width), strides=(4, 8, 16)))
   for head in heads.HEADS:
     config = model_lib.ModelConfig(num_joints=K, input_size=32, backbone="toy", head=head,
-                                   fc_units=8, head_channels=8)
-    net = model_lib.build_regressor(config)
+                                   fc_units=8, head_channels=8,
+                                   heatmap_stride=HEAD_STRIDES[head][0])
+    net = model_lib.build_regressor(config, edges=EDGES)
     assert net(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, K, 2)
 
 
