@@ -84,10 +84,13 @@ def compare(workdirs: Sequence[str], labels: Sequence[str], output: str,
     cost = cascade_cost(w)
     entry = {"label": label, "workdir": w, **cost, "latency_ms": ms[i],
              "train_minutes": _train_minutes(w), "rows": []}
-    for s in r.get("phases", []) + r["stages"]:
+    shown = r.get("phases", []) + r["stages"]
+    for j, s in enumerate(shown):
       name = (f"{label} stage {s['stage']}" if "phase" not in s
               else f"{label} stage {s['stage']} {s['phase']} only")
-      rows.append({**s, "label": name})
+      # One colour per method; its final row solid, the earlier ones dotted.
+      style = {"color": f"C{i}", "linestyle": "-" if j == len(shown) - 1 else ":"}
+      rows.append({**s, "label": name, "plot_style": style})
       entry["rows"].append({"label": name, "pcp": s["pcp_mean"],
                             **{f"pdj@{k}": v for k, v in s["pdj_mean_at"].items()}})
     methods.append(entry)

@@ -150,8 +150,8 @@ def plot_pdj_curves(stage_summaries: Sequence[dict], skeleton: Skeleton, path: s
       curve = s["pdj"][key] if sub is None else s["pdj"][key][sub]
       if label == BASELINE_LABEL:
         style = dict(color="0.35", linestyle="--", linewidth=1.5)
-      else:
-        style = dict(color=stage_colors[i], linewidth=2.0)
+      else:  # a summary may carry its own matplotlib style (compare.py: one colour a method)
+        style = {"color": stage_colors[i], "linewidth": 2.0, **s.get("plot_style", {})}
       ax.plot(s["pdj"]["radii"], curve, label=label, **style)
     ax.set_title(title)
     ax.set_xlim(0.0, 0.5)
@@ -164,7 +164,8 @@ def plot_pdj_curves(stage_summaries: Sequence[dict], skeleton: Skeleton, path: s
   for ax in axes[::ncols]:
     ax.set_ylabel("detection rate")
   handles, labels = axes[0].get_legend_handles_labels()
-  fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
+  fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3),
+             frameon=False)
   pdj0 = rows[0][1]["pdj"]
   note = f"{pdj0['num_images_used']} images"
   if pdj0["num_images_excluded"]:
