@@ -219,7 +219,8 @@ def tompson_head(feats: Dict[int, keras.KerasTensor], num_joints: int, channels:
   # float32 like every output layer (heads.integral): the MSE targets and the spatial
   # model's products need more than bfloat16's 8 significant bits. Zero-initialized: the
   # detector starts at the all-zero map, the MSE's easy baseline, instead of spending its
-  # first hundreds of steps unlearning random maps whose squared error is 100x larger.
+  # first hundreds of steps unlearning random maps (synthetic: mean loss over the first 175
+  # steps 669 from random init, 68 from zero).
   heatmaps = keras.layers.Conv2D(num_joints, 1, name="heatmaps", dtype="float32",
                                  kernel_initializer="zeros")(x)
   kernel, rate = kernel_for(heatmaps.shape[1])
