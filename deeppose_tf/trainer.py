@@ -78,6 +78,16 @@ class FitConfig:
             "loss_weights": {k: table[k][1] for k in model.output}}
 
 
+def targets_for(model: keras.Model, dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """`dataset` of (x, y) as `model` trains on it: a model with dict outputs (a
+  model.training_model or a tompson phase model) gets the same joint targets y for every
+  output (each output's loss in FitConfig.compile_args reads what it needs from them)."""
+  if not isinstance(model.output, dict):
+    return dataset
+  keys = list(model.output)
+  return dataset.map(lambda x, y: (x, {k: y for k in keys}))
+
+
 class NanGuard(keras.callbacks.Callback):
   """Stops training with an error the moment the loss is not finite, before any checkpoint
   of the broken weights is written."""
@@ -159,8 +169,8 @@ def fit_stage(strategy: tf.distribute.Strategy, build_model: Callable[[], keras.
 
   build_model: called inside the strategy scope. make_dataset(start_step) -> a dataset of
   global batches (crops, targets); start_step lets it move its seeds past what was seen.
-  A model with dict outputs {"joints", "heatmaps"} (model.training_model) is trained on
-  the dataset's targets for both. extra_callbacks(start_step) -> more Keras callbacks
+  A model with dict outputs (model.training_model, a tompson phase model) is trained on
+  the dataset's targets for every output (targets_for). extra_callbacks(start_step) -> more Keras callbacks
   (the learning curves), added on the chief.
   Returns (model, history dict of per-epoch losses).
 
@@ -202,9 +212,7 @@ def fit_stage(strategy: tf.distribute.Strategy, build_model: Callable[[], keras.
   if extra_callbacks is not None and chief:
     callbacks.extend(extra_callbacks(step))
   dataset = make_dataset(step)
-  if isinstance(model.output, dict):
-    keys = list(model.output)  # every output is trained on the same joint targets
-    dataset = dataset.map(lambda x, y: (x, {k: y for k in keys}))
+  dataset = targets_for(model, dataset)
   if multi:
     # The default (AUTO) would give each worker other files than one process reads; DATA
     # keeps the global batches and hands worker i the i-th slice of each.

@@ -9,7 +9,7 @@ import numpy as np
 
 from deeppose_tf.bench import inputs
 from deeppose_tf.bench.results import Ratio, Result
-from deeppose_tf.bench.train_step import compiled_training_model, fit_step_times, targets_for
+from deeppose_tf.bench.train_step import compiled_training_model, fit_step_times
 
 
 def end_to_end(config, data_dir: str, skeleton, batch_size: int, refine=None,
@@ -32,6 +32,7 @@ def end_to_end(config, data_dir: str, skeleton, batch_size: int, refine=None,
   """
   import tensorflow as tf
   from deeppose_tf import distribute, pipeline
+  from deeppose_tf.trainer import targets_for
   strategy = distribute.make_strategy(1)
   with strategy.scope():
     net = compiled_training_model(config, loss, heatmap_loss_weight)

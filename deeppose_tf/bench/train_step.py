@@ -33,20 +33,13 @@ def compiled_training_model(config, loss: str = "l2", heatmap_loss_weight: float
   return net
 
 
-def targets_for(net, dataset):
-  """`dataset` of (x, y) as the trainer feeds `net`: y for every output of a dict model."""
-  if isinstance(net.output, dict):
-    keys = list(net.output)
-    return dataset.map(lambda x, y: (x, {k: y for k in keys}))
-  return dataset
-
-
 def training_setup(config, batch_size: int, loss: str = "l2",
                    heatmap_loss_weight: float = 0.0, seed: int = 0):
   """(compiled_training_model, an in-memory dataset repeating one random batch with the
   targets as the trainer feeds them). The batch is drawn from `seed`: calls with the same
   sizes get the same batch."""
   import tensorflow as tf
+  from deeppose_tf.trainer import targets_for
   net = compiled_training_model(config, loss, heatmap_loss_weight)
   s, k = config.input_size, config.num_joints
   gen = tf.random.Generator.from_seed(seed)
