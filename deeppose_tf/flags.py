@@ -12,7 +12,7 @@ from absl import flags
 
 from deeppose_tf.config import Settings
 from deeppose_tf.data import datasets
-from deeppose_tf import backbones, heads, losses, optim
+from deeppose_tf import backbones, heads, losses, optim, tompson
 from deeppose_tf import model as model_lib
 from deeppose_tf.model import ModelConfig
 from deeppose_tf.pipeline import RECIPE_AUGMENT as RECIPE  # the augmentation defaults
@@ -254,13 +254,11 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
   arch = _method_settings(f)
   if f.heatmap_loss_weight > 0 and arch["head"] == "fc":
     raise ValueError("--heatmap_loss_weight needs --head=integral (the fc head has no heatmaps)")
-  try:
-    phase_steps = tuple(int(s) for s in f.phase_steps)
+  try:  # tompson.phase_steps holds the rule (one positive count per phase)
+    phase_steps = tompson.phase_steps(1, f.phase_steps) if f.phase_steps else ()
   except ValueError:
-    phase_steps = (0,)
-  if phase_steps and (len(phase_steps) != 3 or min(phase_steps) < 1):
     raise ValueError(f"--phase_steps must be 3 positive integers (detector,spatial,joint), "
-                     f"got {f.phase_steps}")
+                     f"got {f.phase_steps}") from None
   if not 0.0 < f.stats_trim <= 1.0:
     raise ValueError(f"--stats_trim must be in (0, 1], got {f.stats_trim}")
   if f.warmup_steps < 0:

@@ -15,7 +15,6 @@ workers different refinement crops.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 
@@ -215,11 +214,7 @@ def _fit_tompson_phases(strategy, workdir: str, stage: int, settings: Settings, 
                    path)
       previous, offset = path, offset + n
       continue
-    fit = dataclasses.replace(
-        base, steps=n, checkpoint_every=min(base.checkpoint_every, n),
-        learning_rate=base.learning_rate * phase.lr_scale,
-        warmup_steps=min(base.warmup_steps, n - 1) if phase.lr_scale >= 1 else 0,
-        heatmap_loss="mse", heatmap_loss_weight=base.heatmap_loss_weight or 1.0)
+    fit = tompson.phase_fit(base, phase, n)
     logging.info("stage %d phase %s: %d steps (trains %s%s; learning rate %g)", stage,
                  phase.name, n, " + ".join(phase.outputs), "" if phase.detector_trainable
                  else "; the detector is frozen", fit.learning_rate)

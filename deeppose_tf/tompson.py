@@ -276,6 +276,18 @@ def phase_steps(total: int, given: Sequence[int] = ()) -> Tuple[int, ...]:
   return a, b, max(1, total - a - b)
 
 
+def phase_fit(base, phase: Phase, steps: int):
+  """The fit of `phase` (a trainer.FitConfig) from its stage's fit `base`: `steps` steps,
+  the checkpoint interval capped to them, the learning rate x phase.lr_scale (warm-up
+  capped to the phase, none when the phase fine-tunes), and the detector's masked MSE
+  weighted by base.heatmap_loss_weight (0 means 1)."""
+  return dataclasses.replace(
+      base, steps=steps, checkpoint_every=min(base.checkpoint_every, steps),
+      learning_rate=base.learning_rate * phase.lr_scale,
+      warmup_steps=min(base.warmup_steps, steps - 1) if phase.lr_scale >= 1 else 0,
+      heatmap_loss="mse", heatmap_loss_weight=base.heatmap_loss_weight or 1.0)
+
+
 def phase_model(net: keras.Model, phase: Phase) -> keras.Model:
   """The training model of `phase`: `net`'s layers and variables with the outputs
   {name: logits} the phase trains. The spatial phase freezes every layer up to and

@@ -105,8 +105,8 @@ class BenchConfig:
       raise ValueError(f"--heatmap_loss_weight={self.heatmap_loss_weight}: must be >= 0")
     if self.heatmap_loss_weight > 0 and self.head not in ("integral", "tompson"):
       raise ValueError(f"--heatmap_loss_weight={self.heatmap_loss_weight} needs "
-                       f"--head=integral, got --head={self.head} (the heatmap loss trains "
-                       "the integral head's heatmaps)")
+                       f"--head=integral (or tompson), got --head={self.head} (the heatmap "
+                       "loss trains a heatmap head's heatmaps)")
     if self.data_dir and self.source_dir:
       raise ValueError(f"--data_dir={self.data_dir} and --source_dir={self.source_dir}: give "
                        "one of them (or neither, for the built-in synthetic set)")

@@ -21,14 +21,12 @@ def compiled_training_model(config, loss: str = "l2", heatmap_loss_weight: float
   from deeppose_tf import model as model_lib, tompson, trainer
   from deeppose_tf.skeleton import LSP14
   net = model_lib.build_regressor(config, edges=LSP14.edge_indices)
-  heatmap_loss = "ce"
+  fit = trainer.FitConfig(steps=1, loss=loss, heatmap_loss_weight=heatmap_loss_weight)
   if config.head == "tompson":
     net = tompson.phase_model(net, tompson.PHASES[-1])
-    heatmap_loss, heatmap_loss_weight = "mse", heatmap_loss_weight or 1.0
+    fit = tompson.phase_fit(fit, tompson.PHASES[-1], fit.steps)
   elif heatmap_loss_weight > 0:
     net = model_lib.training_model(net)
-  fit = trainer.FitConfig(steps=1, loss=loss, heatmap_loss_weight=heatmap_loss_weight,
-                          heatmap_loss=heatmap_loss)
   net.compile(**fit.compile_args(net))
   return net
 
