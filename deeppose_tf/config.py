@@ -82,11 +82,19 @@ class Settings:
   # The hybrid (--method=hybrid): stage 1's network when it differs from `model`, the
   # network of the refinement stages.
   stage1_model: Optional[ModelConfig] = None
+  # More prepared datasets of the same skeleton whose train split joins data_dir's in
+  # training (the paper trains LSP on LSP + LSP-extended). Evaluation stays on data_dir.
+  extra_train_dirs: Tuple[str, ...] = ()
 
   def __post_init__(self):
     if isinstance(self.skeleton, str):
       raise TypeError("Settings.skeleton is a Skeleton object (skeleton.get_skeleton(name)), "
                       f"not the name {self.skeleton!r}")
+
+  @property
+  def train_dirs(self) -> Tuple[str, ...]:
+    """Every folder whose train split trains the stages: data_dir first."""
+    return (self.data_dir,) + tuple(self.extra_train_dirs)
 
   def model_for(self, stage: int) -> ModelConfig:
     """The network of `stage`: `stage1_model` for stage 1 when set, else `model`."""
@@ -113,5 +121,7 @@ class Settings:
     return {"skeleton": self.skeleton.name, "input_size": self.model.input_size,
             "sigma": self.sigma, "num_stages": self.num_stages, "data_dir": self.data_dir,
             "train_split": self.train_split, "model": dataclasses.asdict(self.model),
+            **({"extra_train_dirs": list(self.extra_train_dirs)}
+               if self.extra_train_dirs else {}),
             **({"stage1_model": dataclasses.asdict(self.stage1_model)}
                if self.stage1_model else {})}

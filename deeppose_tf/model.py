@@ -29,6 +29,10 @@ from deeppose_tf import tompson  # noqa: F401  (registers its layers for loading
 from deeppose_tf.backbones import LocalResponseNorm  # noqa: F401  (its former home)
 
 
+# The backbones with ImageNet weights (ModelConfig.backbone_weights).
+IMAGENET_BACKBONES = ("mobilenetv2", "efficientnet_lite0")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Architecture knobs. norm: 'lrn' (the paper), 'batch' (BatchNorm after every conv;
@@ -38,8 +42,10 @@ class ModelConfig:
   baseline instead of with huge outputs) or 'default' (glorot, as the paper).
   backbone: a backbones.BACKBONES key; head: a heads.HEADS key.
   width: filter multiplier (MobileNetV2's alpha). heatmap_stride: 4 or 8, the integral
-  head's heatmap cell size in input pixels. backbone_weights: MobileNetV2 only, None,
-  "imagenet" or a weights file. precision: the training compute dtype, float32 or bfloat16
+  head's heatmap cell size in input pixels. backbone_weights: IMAGENET_BACKBONES only,
+  None, "imagenet" or a weights file. freeze_stride: IMAGENET_BACKBONES only; 0 trains
+  every layer, 2/4/8/16 keeps the backbone's layers at that stride and finer frozen
+  (backbones.freeze_to_stride). precision: the training compute dtype, float32 or bfloat16
   (mixed: variables and the output layers stay float32; saved models are float32).
   """
 
@@ -56,6 +62,7 @@ class ModelConfig:
   head_channels: int = 128
   backbone_weights: Optional[str] = None
   precision: str = "float32"
+  freeze_stride: int = 0
 
   def __post_init__(self):
     if self.norm not in ("lrn", "batch", "none"):
@@ -73,9 +80,17 @@ class ModelConfig:
       raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
     if not self.width > 0:
       raise ValueError(f"width must be > 0, got {self.width}")
-    if self.backbone_weights and self.backbone != "mobilenetv2":
-      raise ValueError("backbone_weights applies to backbone='mobilenetv2' only (use "
-                       "--init_weights to start other backbones from a saved model)")
+    if self.backbone_weights and self.backbone not in IMAGENET_BACKBONES:
+      raise ValueError(f"backbone_weights applies to backbones {IMAGENET_BACKBONES} only "
+                       "(use --init_weights to start other backbones from a saved model)")
+    if self.freeze_stride and (self.backbone not in IMAGENET_BACKBONES
+                               or self.freeze_stride not in (2, 4, 8, 16)):
+      raise ValueError(f"freeze_stride {self.freeze_stride}: 0 (train everything), or 2, 4, "
+                       f"8 or 16 for backbones {IMAGENET_BACKBONES}; got backbone "
+                       f"{self.backbone!r}")
+    if self.backbone == "efficientnet_lite0" and self.width != 1.0:
+      raise ValueError(f"width {self.width}: efficientnet_lite0 has one width (1.0), the "
+                       "one its ImageNet weights were trained at")
     spec = backbones.BACKBONES[self.backbone]
     if self.input_size < spec.min_input:
       raise ValueError(f"input_size {self.input_size} is too small for the {self.backbone} "
@@ -107,10 +122,24 @@ def build_regressor(config: ModelConfig, mean_pose: Optional[np.ndarray] = None,
     inputs = keras.Input((config.input_size, config.input_size, 3), name="image")
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale", dtype="float32")(inputs)
     features = backbones.BACKBONES[config.backbone].build(x, config)
+    if config.freeze_stride:
+      backbones.freeze_to_stride(_nested_backbone(inputs, features), config.input_size,
+                                 config.freeze_stride)
     out = heads.HEADS[config.head].build(features, config, mean_pose, edges)
     return keras.Model(inputs, out, name=name)
   finally:
     keras.config.set_dtype_policy(previous)
+
+
+def _nested_backbone(inputs, features) -> keras.Model:
+  """The nested "backbone" layer that produced `features` (IMAGENET_BACKBONES build one)."""
+  node = features.top._keras_history.operation
+  while node is not None and node.name != "backbone":
+    parents = node._inbound_nodes[0].parent_nodes if node._inbound_nodes else []
+    node = parents[0].operation if parents else None
+  if node is None:
+    raise ValueError("freeze_stride needs a nested backbone (one of IMAGENET_BACKBONES)")
+  return node
 
 
 def pretrained_weights(path: str) -> Dict[str, List[np.ndarray]]:

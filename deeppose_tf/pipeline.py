@@ -154,7 +154,10 @@ def _flip(boxes, do_flip, perm):
 
 
 def _files_dataset(data_dir, split, training, seed):
-  files = records.list_shards(data_dir, split)
+  # data_dir: one folder, or a sequence of them whose `split`s are read together (training
+  # on several prepared datasets of one skeleton).
+  dirs = [data_dir] if isinstance(data_dir, str) else list(data_dir)
+  files = [f for d in dirs for f in records.list_shards(d, split)]
   ds = tf.data.Dataset.from_tensor_slices(files)
   if training:
     ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=False)
@@ -286,6 +289,8 @@ def train_dataset(data_dir: str, split: str, skeleton: Skeleton, input_size: int
                   start_index: int = 0, cache_max_side: Optional[int] = None):
   """Infinite, shuffled, augmented batches for training one stage.
 
+  data_dir: a prepared folder, or a sequence of folders whose `split`s are mixed (shards
+  shuffled together; the same skeleton).
   refine: None for stage 1; for stage s >= 2 a config.RefineConfig (sigma, mean (K, 2),
   chol (K, 2, 2), draws = crops per image). start_index offsets the per-element seeds so a resumed run
   does not replay the augmentations it already trained on.
@@ -355,7 +360,8 @@ def eval_dataset(data_dir: str, split: str, skeleton: Skeleton, batch_size: int,
 
 def annotations(data_dir: str, split: str, skeleton: Skeleton):
   """All poses of a split without decoding images: joints (N, K, 2), visible (N, K), boxes
-  (N, 4) initial boxes, ids (N,). Fast: used for the mean pose and for statistics."""
+  (N, 4) initial boxes, ids (N,). Fast: used for the mean pose and for statistics.
+  data_dir: a folder or a sequence of folders (their splits concatenated in order)."""
   k = skeleton.num_joints
   ds = _files_dataset(data_dir, split, False, 0).map(
       lambda s: records.parse(s, k), num_parallel_calls=tf.data.AUTOTUNE)

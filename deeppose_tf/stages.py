@@ -34,7 +34,7 @@ def mean_pose(workdir: str, settings: Settings, write: bool = True) -> np.ndarra
   deterministic pass over the annotations."""
   if os.path.exists(workdir_lib.mean_pose_path(workdir)):
     return workdir_lib.read_mean_pose(workdir, settings.skeleton.num_joints)
-  pose = pipeline.mean_pose(settings.data_dir, settings.train_split, settings.skeleton)
+  pose = pipeline.mean_pose(settings.train_dirs, settings.train_split, settings.skeleton)
   if write:
     workdir_lib.write_mean_pose(workdir, pose)
   return pose
@@ -143,7 +143,7 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
 
   def dataset(start_step):
     return pipeline.train_dataset(
-        settings.data_dir, settings.train_split, skeleton, settings.model.input_size,
+        settings.train_dirs, settings.train_split, skeleton, settings.model.input_size,
         settings.batch_size, settings.seed + 1000 * stage, settings.augment, refine,
         start_index=start_step * settings.batch_size, cache_max_side=settings.cache_max_side)
 
@@ -258,7 +258,7 @@ def spatial_prior(settings: Settings, layer, stage: int = 1) -> np.ndarray:
   tompson refinement stage, whose crops are joint boxes, starts from the same histograms
   and learns its own)."""
   from deeppose_tf import geometry, tompson
-  a = pipeline.annotations(settings.data_dir, settings.train_split, settings.skeleton)
+  a = pipeline.annotations(settings.train_dirs, settings.train_split, settings.skeleton)
   poses = geometry.normalize(a["joints"], a["box"]).numpy()
   model = settings.model_for(stage)
   size = model.input_size // model.heatmap_stride

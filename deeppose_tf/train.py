@@ -49,7 +49,7 @@ def main(argv):
     settings = dp_flags.stage_settings(FLAGS, skeleton, data_dir)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  settings.eval_split = splits[1]
+  settings.eval_split = splits[-1]
   lock = contextlib.ExitStack()
   if chief:
     os.makedirs(workdir, exist_ok=True)
@@ -62,8 +62,12 @@ def main(argv):
                             num_train=FLAGS.num_train, num_test=FLAGS.num_test,
                             seed=FLAGS.seed, generate=not FLAGS.data_dir)
     # Damaged, cut or replaced shards fail here, named, before hours of training.
-    for split in splits:
+    # Training reads the train split and the held-out one (the last); a dataset's optional
+    # middle split (LSP's val) need not be there.
+    for split in (splits[0], splits[-1]):
       records.verify_split(data_dir, split)
+    for extra in settings.extra_train_dirs:
+      check_extra_train_dir(extra, settings.train_split, skeleton)
     workdir_lib.write_config(workdir, settings.config)
   distribute.barrier(strategy)  # the other workers read the data the chief prepared
   logging.info("training with %d replica(s) on %s", strategy.num_replicas_in_sync,
@@ -71,6 +75,25 @@ def main(argv):
 
   with lock:
     _train(strategy, chief, workdir, settings, data_dir, splits)
+
+
+def check_extra_train_dir(data_dir: str, split: str, skeleton) -> None:
+  """An --extra_train_dirs folder: a complete, undamaged `split` of the same skeleton."""
+  from deeppose_tf.data import records
+  records.verify_split(data_dir, split)
+  meta = records.read_meta(data_dir, split)
+  # Splits that prepare wrote name their skeleton; others (written by records.write_split
+  # directly) at least carry their joint count.
+  theirs = meta.get("skeleton")
+  if theirs is not None and theirs != skeleton.name:
+    raise app.UsageError(f"--extra_train_dirs={data_dir}: its {split} split is on skeleton "
+                         f"{theirs!r}, the run's is {skeleton.name!r}; a mixed run needs "
+                         "one skeleton")
+  if meta.get("num_joints", skeleton.num_joints) != skeleton.num_joints:
+    raise app.UsageError(f"--extra_train_dirs={data_dir}: its {split} split has "
+                         f"{meta['num_joints']} joints, the run's skeleton "
+                         f"{skeleton.name!r} {skeleton.num_joints}")
+  logging.info("training also on %s (%d %s records)", data_dir, meta["num_records"], split)
 
 
 def _train(strategy, chief: bool, workdir: str, settings, data_dir: str, splits) -> None:
@@ -84,7 +107,7 @@ def _train(strategy, chief: bool, workdir: str, settings, data_dir: str, splits)
   # --stage=k trains one stage: evaluate the cascade up to it; export needs every stage.
   last = max(todo)
   if FLAGS.evaluate and chief:
-    evaluate.run(workdir, split=splits[1], data_dir=data_dir, limit=FLAGS.eval_limit,
+    evaluate.run(workdir, split=splits[-1], data_dir=data_dir, limit=FLAGS.eval_limit,
                  batch_size=FLAGS.eval_batch_size, num_stages=last)
   if FLAGS.export and chief and last < FLAGS.num_stages:
     logging.warning("not exporting: stages %d..%d are not trained yet", last + 1,

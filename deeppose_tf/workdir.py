@@ -243,11 +243,17 @@ def load_model(path: str) -> keras.Model:
   """A stage network; ValueError naming the file when it is missing or damaged."""
   if not os.path.exists(path):
     raise ValueError(f"{path} is missing")
+  import zipfile
+  if not zipfile.is_zipfile(path):
+    raise ValueError(f"{path} is damaged or not a .keras file (not a zip archive)")
   try:
     return keras.models.load_model(path, compile=False)
   except Exception as e:  # Keras raises assorted types for a truncated zip
-    raise ValueError(f"{path} exists but cannot be loaded (damaged or not a .keras file): "
-                     f"{type(e).__name__}: {str(e)[:200]}") from None
+    # A whole archive that does not rebuild is a model this version cannot load, not
+    # necessarily a damaged file: say both, with Keras' own reason.
+    raise ValueError(f"{path} is a .keras archive that does not load back (damaged, or "
+                     f"saved by an incompatible version): {type(e).__name__}: "
+                     f"{str(e)[:300]}") from None
 
 
 def is_finished(workdir: str, stage: int) -> bool:

@@ -13,6 +13,7 @@ K = 5  # joints
 TINY = {"alexnet": dict(input_size=67, width=0.1),
         "resnet": dict(input_size=32, width=0.125),
         "mobilenetv2": dict(input_size=32, width=0.35),
+        "efficientnet_lite0": dict(input_size=32),  # fixed width: the ImageNet network
         "multires": dict(input_size=32, width=0.125)}
 EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 4]])  # the tompson head's graph of K joints
 # The heatmap strides each head takes (the tompson head's maps are at stride 4).
@@ -110,6 +111,20 @@ def test_fc_head_hidden_layers_and_output_init():
     assert np.abs(net.get_layer("fc8").get_weights()[0]).max() > 0
   with pytest.raises(ValueError, match="hidden"):
     heads.fc(keras.Input((4, 4, 2)), K, 8, 0.0, None, hidden=3)
+
+
+@pytest.mark.parametrize("backbone,head,stride", COMBOS)
+def test_each_combination_saves_and_loads_with_identical_outputs(tmp_path, backbone, head,
+                                                                  stride):
+  """model.keras -> load_model gives the same network: a nested backbone's feature maps
+  come back in their places (Keras 3 re-wired a nested dict by string-sorted keys)."""
+  net = model_lib.build_regressor(_config(backbone, head, stride), edges=EDGES)
+  path = str(tmp_path / "net.keras")
+  net.save(path)
+  loaded = keras.models.load_model(path, compile=False)
+  x = _images(net)
+  np.testing.assert_allclose(loaded(x).numpy(), net(x).numpy(), rtol=0, atol=1e-6)
+  assert [w.shape for w in loaded.weights] == [w.shape for w in net.weights]
 
 
 def test_alexnet_lrn_saves_and_loads(tmp_path):
@@ -223,3 +238,34 @@ def test_mobilenetv2_loads_a_user_weights_file(tmp_path):
                             conv)
   with pytest.raises(ValueError, match="mobilenetv2"):
     model_lib.ModelConfig(backbone="resnet", input_size=64, backbone_weights=path)
+
+
+@pytest.mark.parametrize("backbone", ["mobilenetv2", "efficientnet_lite0"])
+def test_freeze_stride_freezes_the_fine_layers_only(tmp_path, backbone):
+  """freeze_stride=8: a training step leaves every backbone layer at stride <= 8 as it
+  was and moves the coarser ones; the frozen state survives a save and a load."""
+  import tensorflow as tf
+  config = _config(backbone, "integral", 8, freeze_stride=8)
+  net = model_lib.build_regressor(config)
+  inner = net.get_layer("backbone")
+  frozen = [l for l in inner.layers if l.weights and not l.trainable]
+  moving = [l for l in inner.layers if l.weights and l.trainable]
+  assert frozen and moving
+  assert all(l.output.shape[1] >= 32 // 8 for l in frozen)
+  assert all(l.output.shape[1] < 32 // 8 for l in moving)
+  before = {l.name: [np.array(w) for w in l.get_weights()] for l in inner.layers if l.weights}
+  net.compile(optim.make_optimizer("adam", 1e-2), losses.coordinate_loss("l1"))
+  targets = np.concatenate([np.random.RandomState(1).uniform(-0.4, 0.4, (2, K, 2)),
+                            np.ones((2, K, 1))], -1).astype(np.float32)
+  net.fit(_images(net), targets, epochs=2, verbose=0)
+  for l in frozen:
+    for a, b in zip(before[l.name], l.get_weights()):
+      np.testing.assert_array_equal(a, b, err_msg=l.name)
+  assert any(not np.array_equal(before[l.name][0], l.get_weights()[0]) for l in moving)
+  path = str(tmp_path / "net.keras")
+  net.save(path)
+  loaded = keras.models.load_model(path, compile=False).get_layer("backbone")
+  assert [l.name for l in loaded.layers if l.weights and not l.trainable] == [
+      l.name for l in frozen]
+  with pytest.raises(ValueError, match="freeze_stride"):
+    _config("resnet", "integral", 8, freeze_stride=8)

@@ -76,8 +76,8 @@ def test_lsp_errors_are_eager_and_named(tmp_path, lsp_joints):
   with pytest.raises(ValueError, match=r"joints\.mat.*" + str(tmp_path)):
     lsp.read_lsp(root, "train")  # no joints.mat yet; raised before iterating
   fm.write_lsp_folder(root, lsp_joints[:3], "lsp", digits=4)
-  with pytest.raises(ValueError, match=r"'train', 'test'"):
-    lsp.read_lsp(root, "val")
+  with pytest.raises(ValueError, match=r"'train', 'test', 'val'"):
+    lsp.read_lsp(root, "all")
   scipy.io.savemat(os.path.join(root, "joints.mat"), {"joints": np.zeros((14, 2, 5))})
   with pytest.raises(ValueError, match=r"joints\.mat.*\(14, 2, 5\).*\(3, 14, N\)"):
     lsp.read_lsp(root, "train")
@@ -345,3 +345,15 @@ def test_real_lspet_first_200_images():
                          (xy[:, 1] >= -1) & (xy[:, 1] <= h + 1)))
     total += len(xy)
   assert inside / total > 0.95  # annotations land on the images, in this frame
+
+
+def test_lsp_val_is_carved_from_the_training_half(lsp_dir):
+  root, _ = lsp_dir
+  train = list(lsp.read_lsp(root, "train", val_images=200))
+  val = list(lsp.read_lsp(root, "val", val_images=200))
+  assert len(train) == 800 and train[-1].image_id == "lsp/im0800"
+  assert [r.image_id for r in val[:1] + val[-1:]] == ["lsp/im0801", "lsp/im1000"]
+  assert list(lsp.read_lsp(root, "val")) == []  # by default the official 1000 train
+  assert len(list(lsp.read_lsp(root, "test", val_images=200))) == 3
+  with pytest.raises(ValueError, match=r"val_images must be in \[0, 1000\)"):
+    lsp.read_lsp(root, "train", val_images=1000)

@@ -92,7 +92,7 @@ def _read_synthetic(request: ReadRequest) -> Iterator[PoseRecord]:
 
 def _read_lsp(request: ReadRequest) -> Iterator[PoseRecord]:
   from deeppose_tf.data import lsp
-  return lsp.read_lsp(request.source, request.split)
+  return lsp.read_lsp(request.source, request.split, request.options["lsp_val"])
 
 
 def _read_lspet(request: ReadRequest) -> Iterator[PoseRecord]:
@@ -126,8 +126,13 @@ DATASETS: Dict[str, DatasetSpec] = {spec.name: spec for spec in (
         "--num_train, --num_test), no source files",
         needs_source=False, size=lambda *args: _synthetic_range(*args)[1]),
     DatasetSpec(
-        "lsp", skeleton_lib.LSP14, ("train", "test"), _read_lsp,
-        "Leeds Sports Pose: train = images 1-1000, test = 1001-2000"),
+        "lsp", skeleton_lib.LSP14, ("train", "val", "test"), _read_lsp,
+        "Leeds Sports Pose: train = images 1-1000, test = 1001-2000 (val: the last "
+        "--lsp_val training images, empty by default)",
+        options=(Option(
+            "lsp_val", 0,
+            "LSP: hold out the last N images of the training half (1000-N+1..1000) as a "
+            "'val' split, left out of 'train' (0: none, the official 1000 train)."),)),
     DatasetSpec(
         "lspet", skeleton_lib.LSP14, ("train", "val"), _read_lspet,
         "LSP-extended: a seeded (--seed) 90/10 train/val split of the images at hand",

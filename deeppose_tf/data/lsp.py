@@ -71,13 +71,15 @@ def _finite_or_raise(image_id: str, xy: np.ndarray, annotated: np.ndarray) -> No
                      f"have non-finite coordinates {xy[bad].tolist()}")
 
 
-def read_lsp(source_dir: str, split: str) -> Iterator[PoseRecord]:
+def read_lsp(source_dir: str, split: str, val_images: int = 0) -> Iterator[PoseRecord]:
   """LSP records of one split, in image order.
 
   Expects `source_dir/joints.mat` (variable `joints`) and `source_dir/images/im0001.jpg`
   .. `im2000.jpg`.  Split 'train' = images 1-1000, 'test' = images 1001-2000 (the
   official split).  A copy with fewer than 2000 images yields the part of each split it
-  has; more than 2000 is refused (that is not LSP).
+  has; more than 2000 is refused (that is not LSP).  val_images > 0 carves a 'val' split
+  from the training half: its last `val_images` images (1000 - N + 1 .. 1000), which
+  'train' then leaves out (with 0, 'val' is empty and 'train' the official 1000).
 
   The official file is (3, 14, 2000): (x, y, flag) x joint x image.  A (14, 3, N) file
   (joint x (x, y, flag) x image, as some re-distributions and LSPET store it) is accepted
@@ -90,15 +92,24 @@ def read_lsp(source_dir: str, split: str) -> Iterator[PoseRecord]:
   Raises ValueError (immediately, before the first record) for an unknown split, a missing
   or malformed joints.mat, and (while iterating) for a missing image or non-finite joint.
   """
-  check_split(split, list(LSP_SPLITS), "LSP")
+  check_split(split, list(LSP_SPLITS) + ["val"], "LSP")
+  train_start, train_stop = LSP_SPLITS["train"]
+  if not 0 <= int(val_images) < train_stop - train_start:
+    raise ValueError(f"LSP val_images must be in [0, {train_stop - train_start}), got "
+                     f"{val_images}")
   path = os.path.join(source_dir, "joints.mat")
   joints = _joints_array(path, load_mat_variable(path, "joints", "LSP"), ("lsp", "lspet"))
   num = joints.shape[0]
   if num > LSP_NUM_IMAGES:
     raise ValueError(f"{path!r}: 'joints' holds {num} images, LSP has {LSP_NUM_IMAGES}; "
                      f"for LSP-extended use read_lspet")
-  start, stop = LSP_SPLITS[split]
-  if num < stop:
+  if split == "val":
+    start, stop = train_stop - int(val_images), train_stop
+  else:
+    start, stop = LSP_SPLITS[split]
+    if split == "train":
+      stop -= int(val_images)
+  if num < stop and stop > start:
     logging.warning("LSP %s: %s has %d images, so split %r has %d of its %d images",
                     source_dir, path, num, split, max(0, min(num, stop) - start), stop - start)
   return _lsp_records(source_dir, joints, range(start, min(num, stop)))
