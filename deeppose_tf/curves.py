@@ -253,3 +253,83 @@ def plot_curves(json_path: str, png_path: str) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best")
   report._save_png(fig, png_path)
+
+
+def runs_at_minutes(runs: Sequence[tuple], minutes: Sequence[float]) -> dict:
+  """{label: [val PCP of the last point at or before each of `minutes`, or None]} over all
+  stages of each run's curves.json (the minutes axis is the run's, cumulative over
+  stages). runs: (label, curves.json path) pairs."""
+  out = {}
+  for label, json_path in runs:
+    data = _read(json_path)
+    points = sorted((p for key in data for p in data[key] if p.get("pcp") is not None),
+                    key=lambda p: p["minutes"])
+    out[label] = [next((p["pcp"] for p in reversed(points) if p["minutes"] <= m), None)
+                  for m in minutes]
+  return out
+
+
+def plot_runs(runs: Sequence[tuple], png_path: str) -> None:
+  """One picture of several runs: val PCP vs the run's wall minutes, one line per run
+  through all its stages (a hollow marker where a refinement stage begins). runs: (label,
+  curves.json path) pairs. ValueError when no run has a point."""
+  data = [(label, _read(path)) for label, path in runs]
+  if not any(v for _, d in data for v in d.values()):
+    raise ValueError(f"no validation curve points in {[p for _, p in runs]}")
+  from deeppose_tf import report  # matplotlib only when plotting
+  import matplotlib
+  fig = report._new_figure((7.5, 4.6))
+  ax = fig.subplots(1, 1)
+  colors = matplotlib.colormaps["tab10"](np.arange(len(data)) % 10)
+  top = 0.0
+  for color, (label, d) in zip(colors, data):
+    xs, ys, starts = [], [], []
+    for key in sorted((k for k, v in d.items() if v), key=_stage_number):
+      if xs:
+        starts.append(len(xs))
+      for p in d[key]:
+        xs.append(p["minutes"])
+        ys.append(np.nan if p.get("pcp") is None else p["pcp"])
+    ax.plot(xs, ys, color=color, linewidth=2.0, marker="o", markersize=3, label=label)
+    ax.plot([xs[i] for i in starts], [ys[i] for i in starts], linestyle="none", marker="o",
+            markersize=8, markerfacecolor="none", color=color)
+    top = max([top] + [y for y in ys if not np.isnan(y)])
+  ax.set_title("Validation PCP vs wall time (hollow: a refinement stage begins)")
+  ax.set_xlabel("wall minutes since the run began")
+  ax.set_ylabel("val strict PCP@0.5")
+  ax.set_ylim(0.0, min(1.0, max(0.05, 1.15 * top)))
+  ax.grid(True, alpha=0.3)
+  ax.legend(loc="best")
+  report._save_png(fig, png_path)
+
+
+def main(argv):
+  """python -m deeppose_tf.curves --runs=LABEL=CURVES_JSON,... --output=PNG"""
+  from absl import flags
+  del argv
+  runs = []
+  for item in flags.FLAGS.runs:
+    label, sep, path = item.partition("=")
+    if not sep or not label or not path:
+      raise SystemExit(f"--runs entry {item!r}: expected LABEL=path/to/curves.json")
+    if not os.path.isfile(path):
+      raise SystemExit(f"--runs entry {item!r}: no such file {path}")
+    runs.append((label, path))
+  minutes = [float(m) for m in flags.FLAGS.at_minutes]
+  for label, values in runs_at_minutes(runs, minutes).items():
+    print(label + ": " + ", ".join(
+        f"{m:g} min {'-' if v is None else f'{v:.3f}'}" for m, v in zip(minutes, values)))
+  if flags.FLAGS.output:
+    plot_runs(runs, flags.FLAGS.output)
+    print(f"wrote {flags.FLAGS.output}")
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  flags.DEFINE_list("runs", None, "LABEL=curves.json pairs, one per run to compare "
+                    "(a workdir's curves.json or a copy in experiments/)", required=True)
+  flags.DEFINE_string("output", "", "PNG to draw the runs into (val PCP vs wall minutes); "
+                      "empty: print the table only")
+  flags.DEFINE_list("at_minutes", ["15", "30", "60", "120"], "wall minutes at which to "
+                    "print each run's val PCP (its last point at or before them)")
+  app.run(main)

@@ -214,16 +214,23 @@ def load_imagenet(net: keras.Model, source: Optional[str] = None) -> None:
   """Loads the ImageNet weights into `net`, a `build(...)` network with or without its
   top. A cached file that does not load (damaged) is converted again."""
   path = imagenet_weights_path(source)
+  try:
+    load_weights_file(net, path)
+  except ValueError:
+    os.remove(path)
+    load_weights_file(net, imagenet_weights_path(source))
+
+
+def load_weights_file(net: keras.Model, path: str) -> None:
+  """Loads a .weights.h5 of `build(include_top=True)` into `net` (with or without top, any
+  input size): the layers are matched by name. ValueError naming the file if it does not
+  load."""
   full = build(include_top=True)
   try:
     full.load_weights(path)
   except Exception as e:  # h5py and Keras raise assorted types for a damaged file
-    os.remove(path)
-    path = imagenet_weights_path(source)
-    try:
-      full.load_weights(path)
-    except Exception:
-      raise ValueError(f"{path}: the converted weights do not load ({e})") from None
+    raise ValueError(f"{path}: not a loadable EfficientNet-Lite0 weights file "
+                     f"({type(e).__name__}: {str(e)[:200]})") from None
   for layer in net.layers:
     if layer.weights:
       layer.set_weights(full.get_layer(layer.name).get_weights())

@@ -191,3 +191,24 @@ def test_plot_curves_writes_a_png_and_skips_an_empty_file(tmp_path):
   curves.plot_curves(path, png)
   with open(png, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runs_compare_at_minutes_and_plot(tmp_path):
+  point = lambda step, minutes, pcp: {"step": step, "images": step * 4, "minutes": minutes,
+                                      "stage_minutes": minutes, "eval_seconds": 0.1,
+                                      "train_loss": 0.5, "pcp": pcp, "pdj@0.05": 0.0,
+                                      "pdj@0.1": 0.1, "pdj@0.2": 0.2}
+  a, b = str(tmp_path / "a.json"), str(tmp_path / "b.json")
+  with open(a, "w") as f:
+    json.dump({"stage1": [point(2, 10.0, 0.1), point(4, 20.0, 0.2)],
+               "stage2": [point(2, 40.0, 0.3)]}, f)
+  with open(b, "w") as f:
+    json.dump({"stage1": [point(2, 16.0, 0.05)]}, f)
+  got = curves.runs_at_minutes([("a", a), ("b", b)], [5, 15, 30, 60])
+  assert got == {"a": [None, 0.1, 0.2, 0.3], "b": [None, None, 0.05, 0.05]}
+  png = str(tmp_path / "runs.png")
+  curves.plot_runs([("a", a), ("b", b)], png)
+  with open(png, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  with pytest.raises(ValueError, match="no validation curve points"):
+    curves.plot_runs([("empty", str(tmp_path / "missing.json"))], str(tmp_path / "x.png"))

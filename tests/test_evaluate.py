@@ -6,12 +6,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from deeppose_tf import workdir as workdir_lib
 from test_train import REPO, TINY_FLAGS, _env
 
 
+@pytest.mark.slow  # 37 s: two CLI stages; CI runs it in `pytest -m slow`
 def test_train_two_stages_then_evaluate_writes_the_report(tiny_data, tmp_path):
   workdir = str(tmp_path / "run")
   cmd = [sys.executable, "-m", "deeppose_tf.train", f"--workdir={workdir}", "--dataset=lsp",

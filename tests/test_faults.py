@@ -190,5 +190,5 @@ def test_truncated_model_file_is_reported_as_damaged_not_missing(tmp_path):
   os.makedirs(workdir_lib.stage_dir(d, 1))
   with open(workdir_lib.model_path(d, 1), "wb") as f:
     f.write(b"PK\x03\x04 truncated")
-  with pytest.raises(ValueError, match="exists but cannot be loaded"):
+  with pytest.raises(ValueError, match="model.keras is damaged or not a .keras file"):
     cascade.Cascade.load(d)

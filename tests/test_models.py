@@ -1,6 +1,8 @@
 """The networks alone: every backbone with every head it combines with (tiny sizes), the
 backbone/head registries, the losses and the learning-rate schedules."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -240,6 +242,38 @@ def test_mobilenetv2_loads_a_user_weights_file(tmp_path):
     model_lib.ModelConfig(backbone="resnet", input_size=64, backbone_weights=path)
 
 
+def test_mobilenetv2_imagenet_reads_keras_cache_and_names_the_file(tmp_path, monkeypatch):
+  """`imagenet` reads Keras' cache as on a user's machine: the file Keras would fetch for the
+  input size, else its 224-row file (what ../shared/weights holds on a machine without
+  internet); with neither and no network, the error names the file to put there."""
+  monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+  keras.utils.set_random_seed(3)
+  source = keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.35,
+                                          include_top=False, weights=None)
+  os.makedirs(tmp_path / "models")
+  cached = tmp_path / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+  import h5py
+  from keras.src.legacy.saving import legacy_h5_format
+  with h5py.File(cached, "w") as f:  # the legacy HDF5 layout of Keras' downloads
+    legacy_h5_format.save_weights_to_hdf5_group(f, source)
+  assert backbones.mobilenet_imagenet_file(0.35, 96) == str(cached)
+  assert backbones.mobilenet_imagenet_file(1.0, 96) is None
+  config = model_lib.ModelConfig(input_size=96, backbone="mobilenetv2", head="integral",
+                                 width=0.35, head_channels=16, backbone_weights="imagenet")
+  net = model_lib.build_regressor(config)
+  np.testing.assert_array_equal(
+      net.get_layer("backbone").get_layer("Conv1").get_weights()[0],
+      source.get_layer("Conv1").get_weights()[0])
+  os.remove(cached)
+
+  def offline(*args, **kwargs):  # what Keras' download raises without a network
+    raise Exception("URL fetch failure: [Errno -2] Name or service not known")
+  from keras.src.utils import file_utils
+  monkeypatch.setattr(file_utils, "get_file", offline)
+  with pytest.raises(ValueError, match="not in Keras' cache .*0.35_224_no_top.h5"):
+    model_lib.build_regressor(config)
+
+
 @pytest.mark.parametrize("backbone", ["mobilenetv2", "efficientnet_lite0"])
 def test_freeze_stride_freezes_the_fine_layers_only(tmp_path, backbone):
   """freeze_stride=8: a training step leaves every backbone layer at stride <= 8 as it
@@ -254,7 +288,9 @@ def test_freeze_stride_freezes_the_fine_layers_only(tmp_path, backbone):
   assert all(l.output.shape[1] >= 32 // 8 for l in frozen)
   assert all(l.output.shape[1] < 32 // 8 for l in moving)
   before = {l.name: [np.array(w) for w in l.get_weights()] for l in inner.layers if l.weights}
-  net.compile(optim.make_optimizer("adam", 1e-2), losses.coordinate_loss("l1"))
+  # Eagerly: tracing a train step of the whole network costs more than the steps.
+  net.compile(optim.make_optimizer("adam", 1e-2), losses.coordinate_loss("l1"),
+              run_eagerly=True)
   targets = np.concatenate([np.random.RandomState(1).uniform(-0.4, 0.4, (2, K, 2)),
                             np.ones((2, K, 1))], -1).astype(np.float32)
   net.fit(_images(net), targets, epochs=2, verbose=0)

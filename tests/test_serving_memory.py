@@ -112,7 +112,12 @@ def test_tall_and_wide_pngs_do_not_pad_to_their_bounding_square(saved_model, tmp
   assert got["peak_mb"] < MAX_PEAK_RSS_MB, got
   assert got["error"] is None, got["error"]
   assert got["shape"] == [2, 2, 14, 2]
-  assert got["max_diff_px"] < 1e-3, got  # the same crops of the same images
+  # The same crops of the same images. Not bit-identical: the batch of 2 and the batches of
+  # 1 may take different float32 kernels (reduction order), and joints on a 20,000 px
+  # image carry float32's ~1e-7 relative error times 20,000 plus the network's own
+  # amplification (CI measured 0.045 px once). A crop of the wrong region or the padded
+  # square moves joints by tens of pixels.
+  assert got["max_diff_px"] < 0.5, got
 
 
 @pytest.mark.parametrize("order", ["image order", "shuffled"])

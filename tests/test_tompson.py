@@ -166,6 +166,7 @@ def test_network_shapes_flops_and_phase_models():
   assert b.get_layer("bank1_c1_conv").compute_dtype == "bfloat16"
 
 
+@pytest.mark.slow  # 42 s of fitting; CI runs it in `pytest -m slow`
 def test_tompson_network_fits_distinct_poses_not_their_mean():
   """The collapse test for the detector + spatial model: four images whose content fixes
   four very different poses; after the detector and joint phases each image's decoded

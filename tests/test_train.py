@@ -25,7 +25,8 @@ TINY_FLAGS = ["--noexport", "--input_size=72", "--width=0.1", "--fc_units=32", "
               "--draws=3", "--stats_images=0", "--eval_batch_size=8"]
 
 
-@pytest.mark.parametrize("norm", ["batch", "none"])
+# Without normalization the fit takes as long again: that case runs in `pytest -m slow`.
+@pytest.mark.parametrize("norm", ["batch", pytest.param("none", marks=pytest.mark.slow)])
 def test_small_network_reproduces_distinct_poses_not_their_mean(norm):
   """The collapse users report in other ports: a net that outputs the mean pose for every
   image. Four images whose content determines four very different poses must be fitted
@@ -107,6 +108,7 @@ def _train_cmd(workdir, data_dir, *extra):
           f"--data_dir={data_dir}", *TINY_FLAGS, *extra]
 
 
+@pytest.mark.slow  # 43 s: a CLI run killed and rerun; CI runs it in `pytest -m slow`
 def test_sigkill_mid_stage_then_rerun_resumes_from_last_checkpoint(tiny_data, tmp_path):
   workdir = str(tmp_path / "run")
   cmd = _train_cmd(workdir, tiny_data, "--num_stages=1", "--steps_per_stage=400",

@@ -59,6 +59,9 @@ flags.DEFINE_integer("heatmap_stride", BenchConfig.heatmap_stride, "Integral hea
                      f"{', '.join(map(str, options.HEATMAP_STRIDES))}.")
 flags.DEFINE_integer("head_channels", BenchConfig.head_channels, "Integral head: channels of "
                      "its lateral and fusion convolutions.")
+flags.DEFINE_integer("freeze_stride", BenchConfig.freeze_stride, "ImageNet backbones "
+                     "(mobilenetv2, efficientnet_lite0): backbone layers at this stride and "
+                     "finer frozen, as train's --freeze_stride (0: none).")
 # Training (train, e2e).
 flags.DEFINE_enum("loss", BenchConfig.loss, list(options.LOSSES), "train, e2e: the "
                   "coordinate loss (trainer.FitConfig.loss).")

@@ -44,6 +44,7 @@ class BenchConfig:
   head: str = "fc"
   heatmap_stride: int = 8
   head_channels: int = 128
+  freeze_stride: int = 0
   # training (train, e2e)
   loss: str = "l2"
   heatmap_loss_weight: float = 0.0
@@ -132,4 +133,5 @@ class BenchConfig:
     return model_lib.ModelConfig(num_joints=14, input_size=self.input_size, width=self.width,
                                  fc_units=self.fc_units, backbone=self.backbone,
                                  head=self.head, heatmap_stride=self.heatmap_stride,
-                                 head_channels=self.head_channels)
+                                 head_channels=self.head_channels,
+                                 freeze_stride=self.freeze_stride)

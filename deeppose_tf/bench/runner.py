@@ -35,6 +35,7 @@ def run_config(cfg: BenchConfig) -> Report:
                    "fc_units": config.fc_units, "backbone": config.backbone,
                    "head": config.head, "heatmap_stride": config.heatmap_stride,
                    "head_channels": config.head_channels,
+                   "freeze_stride": config.freeze_stride,
                    "forward_gflops_per_crop": fwd / 1e9,
                    "cascade_gflops_per_image_3_stages_14_joints": fwd * (1 + 2 * 14) / 1e9}
   if only & {"train", "e2e"}:
