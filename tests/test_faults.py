@@ -96,6 +96,7 @@ def test_invalid_split_json_names_the_file(tmp_path):
     records.read_meta(d, "train")
 
 
+@pytest.mark.slow  # 24 s: CLI reruns; CI runs it in `pytest -m slow`
 def test_missing_statistics_are_recomputed_not_retrained(tiny_data, tmp_path):
   workdir = str(tmp_path / "run")
   run = _train(workdir, tiny_data, "--num_stages=1", "--steps_per_stage=20",

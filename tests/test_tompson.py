@@ -224,6 +224,7 @@ def workdir(tiny_data, tmp_path_factory):
   return d
 
 
+@pytest.mark.slow  # 24 s: two exports; CI runs it in `pytest -m slow`
 def test_saved_model_and_builtin_tflite_agree(workdir, tmp_path):
   """Export parity: the SavedModel (loaded in a fresh process by the export CLI's own
   check) and the builtins-only TFLite file answer the same joints. Argmax decoding is
