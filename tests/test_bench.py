@@ -76,6 +76,7 @@ def test_train_pipeline_and_end_to_end_tiny(tiny_data):
   assert "e2e stage1" in table and "e2e refine" in table and "x in-memory" in table
 
 
+@pytest.mark.slow  # 21 s; CI runs it in `pytest -m slow`
 def test_train_step_both_precisions_integral_head_tiny():
   # The trainer's model: resnet + integral head trained with the heatmap loss (two outputs).
   report = bench.run(["train"], input_size=64, width=0.25, batch_size=2,

@@ -90,6 +90,7 @@ def test_folder_of_photos_with_a_workdir_model(workdir, photos, tmp_path):
   assert "predicted 3 people in 3 images" in run.stdout and "images/s" in run.stdout
 
 
+@pytest.mark.slow  # 20 s: three exports; CI runs it in `pytest -m slow`
 def test_every_model_kind_gives_the_same_poses(workdir, photos, tmp_path):
   casc = Cascade.load(workdir)
   saved = export.export_saved_model(workdir, str(tmp_path / "serving"), casc=casc)
@@ -183,6 +184,7 @@ def test_bad_inputs_are_named_the_batch_goes_on_and_exits_nonzero(workdir, photo
   assert not os.path.exists(os.path.join(out, "predictions.jsonl.partial"))
 
 
+@pytest.mark.slow  # 19 s of CLI runs; CI runs it in `pytest -m slow`
 def test_unwritable_output_and_no_input_are_named(workdir, photos, tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("x")
