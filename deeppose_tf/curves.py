@@ -245,14 +245,18 @@ def plot_curves(json_path: str, png_path: str) -> None:
   by_images.set_ylabel("val strict PCP@0.5")
   by_minutes.set_title("Validation PCP vs wall time")
   by_minutes.set_xlabel("wall minutes since the run began")
-  # Scaled to the data: early curves live far below 1 and would look flat on [0, 1].
   top = max([p["pcp"] for key in stages for p in data[key] if p.get("pcp") is not None],
             default=0.0)
-  for ax in (by_images, by_minutes):
+  _finish_pcp_axes((by_images, by_minutes), top)
+  report._save_png(fig, png_path)
+
+
+def _finish_pcp_axes(axes, top: float) -> None:
+  # Scaled to the data: early curves live far below 1 and would look flat on [0, 1].
+  for ax in axes:
     ax.set_ylim(0.0, min(1.0, max(0.05, 1.15 * top)))
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best")
-  report._save_png(fig, png_path)
 
 
 def runs_at_minutes(runs: Sequence[tuple], minutes: Sequence[float]) -> dict:
@@ -297,9 +301,7 @@ def plot_runs(runs: Sequence[tuple], png_path: str) -> None:
   ax.set_title("Validation PCP vs wall time (hollow: a refinement stage begins)")
   ax.set_xlabel("wall minutes since the run began")
   ax.set_ylabel("val strict PCP@0.5")
-  ax.set_ylim(0.0, min(1.0, max(0.05, 1.15 * top)))
-  ax.grid(True, alpha=0.3)
-  ax.legend(loc="best")
+  _finish_pcp_axes((ax,), top)
   report._save_png(fig, png_path)
 
 
