@@ -99,11 +99,13 @@ def define_train_flags() -> None:
                 "in plain Keras layers (see --backbone_weights for ImageNet features).")
   d.DEFINE_enum("head", "fc", list(heads.HEADS), "fc: the paper's fully connected "
                 "regressor; integral: K heatmaps decoded by soft-argmax (DSNT / integral "
-                "regression), fully convolutional; tompson: --method=tompson's (set by it).")
-  d.DEFINE_integer("heatmap_stride", 8, "Integral head: heatmap cell size in input pixels "
-                   "(4 or 8).")
-  d.DEFINE_integer("head_channels", 128, "Integral head: channels of its fusion layers; tompson "
-                   "head: of its 9x9 and 1x1 convolutions.")
+                "regression), fully convolutional; heatmap: the integral head's layers and "
+                "training, decoded at each heatmap's peak (no pull toward the crop centre; "
+                "BUILD.md); tompson: --method=tompson's (set by it).")
+  d.DEFINE_integer("heatmap_stride", 8, "Integral and heatmap heads: heatmap cell size in "
+                   "input pixels (4 or 8).")
+  d.DEFINE_integer("head_channels", 128, "Integral and heatmap heads: channels of their "
+                   "fusion layers; tompson head: of its 9x9 and 1x1 convolutions.")
   d.DEFINE_string("backbone_weights", None, "ImageNet features for --backbone=mobilenetv2 "
                   "or efficientnet_lite0 (default: random init). 'imagenet': mobilenetv2 "
                   "reads Keras' cache (~/.keras/models, downloaded there once by Keras) and "
@@ -120,8 +122,8 @@ def define_train_flags() -> None:
                 "saved and exported models are float32 either way.")
   d.DEFINE_enum("loss", "l2", list(losses.LOSSES), "Coordinate loss on box-normalized "
                 "joints, summed over annotated joints (l2: the paper).")
-  d.DEFINE_float("heatmap_loss_weight", 0.0, "Integral head: weight of the heatmap "
-                 "cross-entropy against a Gaussian at the target (DSNT-style "
+  d.DEFINE_float("heatmap_loss_weight", 0.0, "Integral and heatmap heads: weight of the "
+                 "heatmap cross-entropy against a Gaussian at the target (DSNT-style "
                  "regularizer); 0 = coordinate loss only. --method=tompson: weight of the "
                  "detector's heatmap MSE in the joint phase (0 means 1).")
   d.DEFINE_float("heatmap_sigma", 1.0, "Std of that Gaussian, in heatmap cells (also the "
@@ -266,7 +268,8 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
     raise ValueError(f"--heatmap_loss_weight must be >= 0, got {f.heatmap_loss_weight}")
   arch = _method_settings(f)
   if f.heatmap_loss_weight > 0 and arch["head"] == "fc":
-    raise ValueError("--heatmap_loss_weight needs --head=integral (the fc head has no heatmaps)")
+    raise ValueError("--heatmap_loss_weight needs --head=integral or heatmap (the fc head has "
+                     "no heatmaps)")
   try:  # tompson.phase_steps holds the rule (one positive count per phase)
     phase_steps = tompson.phase_steps(1, f.phase_steps) if f.phase_steps else ()
   except ValueError:

@@ -225,12 +225,18 @@ def _policy_name(dtype) -> Optional[str]:
 
 def training_model(net: keras.Model) -> keras.Model:
   """`net` with its heatmap logits as a second output {"joints", "heatmaps"} (same layers
-  and variables), for the heatmap loss; `net` itself when it has no "heatmaps" layer."""
+  and variables), for the heatmap loss; `net` itself when it has no "heatmaps" layer. The
+  heatmap head's "joints" are the soft-argmax of its logits here (its peak at inference)."""
   try:
     logits = net.get_layer("heatmaps").output
   except ValueError:
     return net
-  return keras.Model(net.inputs, {"joints": net.output, "heatmaps": logits},
+  joints = net.output
+  if isinstance(net.get_layer("joints"), heads.HeatmapPeak):
+    # The heatmap head trains as the integral head does: the coordinate loss reaches every
+    # cell through the soft-argmax of the same logits (the argmax has no gradient).
+    joints = heads.SoftArgmax(name="train_joints", dtype="float32")(logits)
+  return keras.Model(net.inputs, {"joints": joints, "heatmaps": logits},
                      name=f"{net.name}_train")
 
 

@@ -123,8 +123,12 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
 
   def build():
     net = build_net()
-    # The heatmap loss needs the heatmap logits as a second output (same variables).
-    return model_lib.training_model(net) if settings.fit.heatmap_loss_weight > 0 else net
+    # The heatmap loss needs the heatmap logits as a second output (same variables); the
+    # heatmap head always trains through training_model (its soft-argmax: the peak has no
+    # gradient).
+    if settings.fit.heatmap_loss_weight > 0 or model_config.head == "heatmap":
+      return model_lib.training_model(net)
+    return net
 
   def curve_callbacks(start_step):
     if not settings.curve_every or not settings.eval_split:

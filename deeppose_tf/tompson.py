@@ -147,40 +147,8 @@ def inverse_softplus(y):
   return (y + np.log(-np.expm1(-y))).astype(np.float32)
 
 
-@keras.saving.register_keras_serializable(package="deeppose_tf")
-class PeakDecode(keras.layers.Layer):
-  """Heatmaps (B, H, W, K) -> joints (B, K, 2) box-normalized: the argmax cell, refined to
-  sub-cell precision by the weighted mean of the cell centres in its 3x3 neighbourhood.
-  Weights: relu(h) for linear heatmaps; exp(h - max) for log-space ones (log_space=True,
-  the spatial model's). A map with no positive weight near its peak answers the peak cell.
-  Builtin TFLite ops only (argmax, gather, compare, matmul)."""
-
-  def __init__(self, log_space: bool = False, **kwargs):
-    super().__init__(**kwargs)
-    self.log_space = bool(log_space)
-
-  def call(self, heatmaps):
-    h, w = heatmaps.shape[1], heatmaps.shape[2]
-    flat = heads.flat_heatmaps(heatmaps)  # (B, K, HW) float32
-    centres = tf.constant(heads.cell_centres(h, w))  # (HW, 2)
-    peak = tf.gather(centres, tf.argmax(flat, axis=-1, output_type=tf.int32))  # (B, K, 2)
-    # Distance in cells from every cell to the peak: the 3x3 window is |dx|, |dy| < 1.5.
-    cells = tf.abs(centres[None, None] - peak[:, :, None]) * tf.constant([w, h], tf.float32)
-    window = tf.cast(tf.reduce_max(cells, axis=-1) < 1.5, tf.float32)  # (B, K, HW)
-    if self.log_space:
-      weight = tf.exp(flat - tf.reduce_max(flat, axis=-1, keepdims=True))
-    else:
-      weight = tf.nn.relu(flat)
-    weight = weight * window
-    total = tf.reduce_sum(weight, axis=-1, keepdims=True)  # (B, K, 1)
-    mean = tf.matmul(weight, centres) / tf.maximum(total, 1e-12)
-    return tf.where(total > 1e-12, mean, peak)
-
-  def compute_output_shape(self, input_shape):
-    return (input_shape[0], input_shape[3], 2)
-
-  def get_config(self):
-    return {**super().get_config(), "log_space": self.log_space}
+# The peak decoder lives with the heads (the heatmap head shares it); kept here by name.
+PeakDecode = heads.PeakDecode
 
 
 def graph_pairs(num_joints: int, edges: np.ndarray) -> Tuple[Tuple[int, int], ...]:

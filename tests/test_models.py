@@ -19,7 +19,7 @@ TINY = {"alexnet": dict(input_size=67, width=0.1),
         "multires": dict(input_size=32, width=0.125)}
 EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 4]])  # the tompson head's graph of K joints
 # The heatmap strides each head takes (the tompson head's maps are at stride 4).
-HEAD_STRIDES = {"fc": (8,), "integral": (8, 4), "tompson": (4,)}
+HEAD_STRIDES = {"fc": (8,), "integral": (8, 4), "heatmap": (8, 4), "tompson": (4,)}
 COMBOS = [(b, h, s) for b in backbones.BACKBONES for h in heads.HEADS
           for s in HEAD_STRIDES[h]
           if not heads.HEADS[h].pyramid or s in backbones.BACKBONES[b].strides]
@@ -58,7 +58,7 @@ def test_each_combination_builds_and_predicts_joints(backbone, head, stride):
   assert np.all(np.isfinite(out.numpy()))
   assert model_lib.forward_flops(net) > 0
   train = model_lib.training_model(net)
-  if head in ("integral", "tompson"):
+  if head in ("integral", "heatmap", "tompson"):
     maps = train(_images(net))["heatmaps"]
     side = net.get_layer("heatmaps").output.shape[1]
     assert maps.shape == (2, side, side, K)

@@ -104,10 +104,10 @@ class BenchConfig:
                        "cache, 0 = full size)")
     if not self.heatmap_loss_weight >= 0:
       raise ValueError(f"--heatmap_loss_weight={self.heatmap_loss_weight}: must be >= 0")
-    if self.heatmap_loss_weight > 0 and self.head not in ("integral", "tompson"):
+    if self.heatmap_loss_weight > 0 and self.head not in ("integral", "heatmap", "tompson"):
       raise ValueError(f"--heatmap_loss_weight={self.heatmap_loss_weight} needs "
-                       f"--head=integral (or tompson), got --head={self.head} (the heatmap "
-                       "loss trains a heatmap head's heatmaps)")
+                       f"--head=integral, heatmap or tompson, got --head={self.head} (the "
+                       "heatmap loss trains a heatmap head's heatmaps)")
     if self.data_dir and self.source_dir:
       raise ValueError(f"--data_dir={self.data_dir} and --source_dir={self.source_dir}: give "
                        "one of them (or neither, for the built-in synthetic set)")

@@ -25,7 +25,7 @@ def compiled_training_model(config, loss: str = "l2", heatmap_loss_weight: float
   if config.head == "tompson":
     net = tompson.phase_model(net, tompson.PHASES[-1])
     fit = tompson.phase_fit(fit, tompson.PHASES[-1], fit.steps)
-  elif heatmap_loss_weight > 0:
+  elif heatmap_loss_weight > 0 or config.head == "heatmap":
     net = model_lib.training_model(net)
   net.compile(**fit.compile_args(net))
   return net
