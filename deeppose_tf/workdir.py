@@ -264,7 +264,8 @@ def is_finished(workdir: str, stage: int) -> bool:
 # --------------------------------------------------------------------------------- lock
 
 class RunLock:
-  """An exclusive lock on a workdir for one training process.
+  """An exclusive lock on a workdir for one training process (or on another folder that one
+  process writes at a time: predict's --output).
 
   A second process that tries to train in the same workdir gets ValueError naming the
   first one's PID and host. The lock is an flock on WORKDIR/.lock, so the kernel drops it
@@ -272,8 +273,15 @@ class RunLock:
   the next run. A clean release removes the file. Use as a context manager.
   """
 
-  def __init__(self, workdir: str):
+  BUSY = ("another training process holds {path} ({holder}); two trainings in one workdir "
+          "would overwrite each other's checkpoints. Wait for it, stop it, or use another "
+          "--workdir.")
+
+  def __init__(self, workdir: str, busy: Optional[str] = None):
+    """busy: the error for a held lock, a format string with {path} and {holder} (default:
+    a training's)."""
     self.path = os.path.join(workdir, LOCK_FILE)
+    self.busy = busy or self.BUSY
     self._fd: Optional[int] = None
 
   def acquire(self) -> "RunLock":
@@ -286,10 +294,7 @@ class RunLock:
         holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
         os.close(fd)
         if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-          raise ValueError(f"another training process holds {self.path} ({holder}); two "
-                           "trainings in one workdir would overwrite each other's "
-                           "checkpoints. Wait for it, stop it, or use another --workdir."
-                           ) from None
+          raise ValueError(self.busy.format(path=self.path, holder=holder)) from None
         raise
       # The holder removes the file when it releases: a lock taken on a file that was
       # removed meanwhile is no lock; take it again on the new file.

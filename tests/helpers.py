@@ -43,3 +43,20 @@ def random_records(n, seed=0, size=(40, 64), num_joints=14, fmt="JPEG"):
       visible[(i // 3) % num_joints if (i // 3) % num_joints not in (a, b) else 0] = 0
     out.append(records.PoseRecord(f"tiny/{i:04d}", encode(image, fmt), joints, visible))
   return out
+
+
+def tiny_predict_workdir(d: str, size: int = 67) -> str:
+  """A 2-stage workdir of untrained tiny AlexNet fc stages at `size` px (predict's tests:
+  real Keras files, fast to load)."""
+  import keras
+  from deeppose_tf import model as model_lib, workdir as workdir_lib
+  keras.utils.set_random_seed(0)
+  config = model_lib.ModelConfig(input_size=size, width=0.1, fc_units=16)
+  for s in (1, 2):
+    os.makedirs(workdir_lib.stage_dir(d, s))
+    workdir_lib.save_model(model_lib.build_regressor(config, name=f"stage{s}"),
+                           workdir_lib.model_path(d, s))
+  workdir_lib.write_config(d, {"skeleton": "lsp14", "input_size": size, "sigma": 2.0,
+                               "num_stages": 2, "model": {"backbone": "alexnet",
+                                                          "head": "fc"}})
+  return d

@@ -7,18 +7,16 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image
 
-from deeppose_tf import export, workdir as workdir_lib
-from deeppose_tf import model as model_lib
+from deeppose_tf import export
 from deeppose_tf.cascade import Cascade
 from deeppose_tf.data import synthetic
 from deeppose_tf.predict import detect, models
 from deeppose_tf.skeleton import LSP14
-from helpers import REPO, subprocess_env
+from helpers import REPO, subprocess_env, tiny_predict_workdir
 
 SIZE = 67
 CV2_REASON = ('OpenCV is an optional extra (pip install "deeppose_tf[face]"; the [test] '
@@ -34,17 +32,7 @@ def _grace_hopper():
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-  d = str(tmp_path_factory.mktemp("predict_workdir"))
-  keras.utils.set_random_seed(0)
-  config = model_lib.ModelConfig(input_size=SIZE, width=0.1, fc_units=16)
-  for s in (1, 2):
-    os.makedirs(workdir_lib.stage_dir(d, s))
-    workdir_lib.save_model(model_lib.build_regressor(config, name=f"stage{s}"),
-                           workdir_lib.model_path(d, s))
-  workdir_lib.write_config(d, {"skeleton": "lsp14", "input_size": SIZE, "sigma": 2.0,
-                               "num_stages": 2, "model": {"backbone": "alexnet",
-                                                          "head": "fc"}})
-  return d
+  return tiny_predict_workdir(str(tmp_path_factory.mktemp("predict_workdir")), SIZE)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -73,27 +73,65 @@ class HogPeopleDetector:
                     -1).astype(np.float32)
 
 
+# A box may reach past the image (a person at its edge, a grown detector box) but not be far
+# larger than it: joints regressed in a box 1e6 px wide land near 500,000 px.
+MAX_BOX_SIDE = 4.0  # times the image's longer side
+
+
+def box_problems(boxes: np.ndarray, height: int, width: int) -> List[Optional[str]]:
+  """One rule for every box source and every model kind, checked before any model sees the
+  box. boxes (P, 4) (cx, cy, w, h) image pixels -> P entries: None for a usable box, else
+  what is wrong with it (not finite, empty, outside the image, far larger than it)."""
+  out = []
+  longer = float(max(height, width))
+  for cx, cy, w, h in np.asarray(boxes, np.float64).reshape(-1, 4):
+    if not np.all(np.isfinite([cx, cy, w, h])):
+      out.append("has a coordinate that is not a finite number")
+    elif w <= 0 or h <= 0:
+      out.append(f"is empty ({w:g} x {h:g} px)")
+    elif max(w, h) > MAX_BOX_SIDE * longer:
+      out.append(f"is {w:g} x {h:g} px, more than {MAX_BOX_SIDE:g}x the {width}x{height} "
+                 "image")
+    elif cx + w / 2 <= 0 or cx - w / 2 >= width or cy + h / 2 <= 0 or cy - h / 2 >= height:
+      out.append(f"lies outside the {width}x{height} image")
+    else:
+      out.append(None)
+  return out
+
+
 def read_user_boxes(path: str) -> Dict[str, np.ndarray]:
   """Boxes from a JSON file: {"image file name or path": [[x, y, width, height], ...]} with
   (x, y) the top-left corner in pixels (COCO's bbox layout). Returns {key: (P, 4) (cx, cy,
-  w, h)}. ValueError naming the file and the entry for anything else."""
+  w, h)}, rows in the file's order. ValueError naming the file, the entry and the row for
+  anything else: a row must be exactly 4 finite numbers with a positive width and height
+  (a detector's [x, y, w, h, score, class] row is refused, not reshaped into other boxes).
+  Whether a box fits its image is checked per image (box_problems)."""
   try:
     with open(path) as f:
       data = json.load(f)
   except OSError as e:
     raise ValueError(f"--boxes={path}: cannot read it ({e.strerror})") from None
-  except json.JSONDecodeError as e:
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"--boxes={path} is not valid JSON: {e}") from None
   if not isinstance(data, dict):
-    raise ValueError(f"--boxes={path}: expected {{\"image\": [[x, y, w, h], ...]}}")
+    raise ValueError(f"--boxes={path}: expected {{\"image\": [[x, y, w, h], ...]}}, got a "
+                     f"{type(data).__name__}")
   out = {}
   for key, rows in data.items():
-    try:
-      arr = np.asarray(rows, np.float64).reshape(-1, 4)
-    except (TypeError, ValueError):
-      raise ValueError(f"--boxes={path}: entry {key!r} is not a list of [x, y, w, h]") from None
-    if not np.isfinite(arr).all() or (arr[:, 2:] <= 0).any():
-      raise ValueError(f"--boxes={path}: entry {key!r} has a non-finite or empty box")
+    where = f"--boxes={path}: entry {key!r}"
+    if not isinstance(rows, list):
+      raise ValueError(f"{where} is not a list of [x, y, w, h] rows")
+    if rows and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rows):
+      rows = [rows]  # one box given flat: [x, y, w, h]
+    arr = np.zeros((len(rows), 4), np.float64)
+    for i, row in enumerate(rows):
+      if (not isinstance(row, list) or len(row) != 4 or
+          not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row)):
+        got = (f"{len(row)} values" if isinstance(row, list) else type(row).__name__)
+        raise ValueError(f"{where}, box {i}: expected [x, y, w, h] (4 numbers), got {got}")
+      arr[i] = row
+      if not np.isfinite(arr[i]).all() or (arr[i, 2:] <= 0).any():
+        raise ValueError(f"{where}, box {i}: {row} has a non-finite value or an empty size")
     out[key] = np.concatenate([arr[:, :2] + arr[:, 2:] / 2, arr[:, 2:]], 1).astype(np.float32)
   return out
 

@@ -12,7 +12,6 @@ poses are image pixels, x before y, one row per stage.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import List, Optional, Sequence
 
@@ -92,8 +91,8 @@ class _SavedModel(PoseModel):
 
 class _TFLiteModel(PoseModel):
   def __init__(self, path: str, num_threads: int = 2):
-    from deeppose_tf.tflite_cascade import TFLiteCascade
-    meta = read_card_meta(path)
+    from deeppose_tf.tflite_cascade import TFLiteCascade, read_sidecar
+    meta = read_sidecar(path)  # MODEL.json beside it: name, version, skeleton...
     skeleton = get_skeleton(meta["skeleton"]) if meta.get("skeleton") else None
     if skeleton is None:  # no sidecar: the joint count names the skeleton
       from ai_edge_litert.interpreter import Interpreter
@@ -115,25 +114,24 @@ class _TFLiteModel(PoseModel):
                      for i, (image, box) in enumerate(zip(images, boxes))])
 
 
-def read_card_meta(model_path: str) -> dict:
-  """The JSON beside a model file (MODEL.json: name, version, skeleton...), or {}."""
-  path = os.path.splitext(model_path)[0] + ".json"
-  if not os.path.exists(path):
-    return {}
-  try:
-    with open(path) as f:
-      meta = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise ValueError(f"{path} is damaged: {e}") from None
-  if not isinstance(meta, dict):
-    raise ValueError(f"{path} is damaged: expected a JSON object")
-  return meta
-
-
 def _latest_version(base: str) -> Optional[str]:
   versions = [n for n in os.listdir(base) if n.isdigit()
               and os.path.exists(os.path.join(base, n, "saved_model.pb"))]
   return os.path.join(base, max(versions, key=int)) if versions else None
+
+
+def _loaded(kind, path: str, *args) -> PoseModel:
+  """kind(path, *args); any failure to load becomes one ValueError naming the model (a
+  SavedModel without its variables, a damaged .tflite, a workdir still training)."""
+  try:
+    return kind(path, *args)
+  except ValueError as e:
+    message = str(e)
+    raise ValueError(message if path in message else f"--model={path}: {message}") from None
+  except Exception as e:  # noqa: BLE001 - TF and LiteRT raise many kinds
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    raise ValueError(f"--model={path}: cannot load it ({type(e).__name__}: {first})"
+                     ) from None
 
 
 def load(path: Optional[str] = None, num_threads: int = 2) -> PoseModel:
@@ -147,16 +145,16 @@ def load(path: Optional[str] = None, num_threads: int = 2) -> PoseModel:
     raise ValueError(f"--model={path}: no such file or folder")
   if os.path.isfile(path):
     if path.endswith(".tflite"):
-      return _TFLiteModel(path, num_threads)
+      return _loaded(_TFLiteModel, path, num_threads)
     raise ValueError(f"--model={path}: a file must be a .tflite model; a workdir or a "
                      "SavedModel is a folder")
   if os.path.exists(os.path.join(path, "config.json")):
-    return _KerasModel(path)
+    return _loaded(_KerasModel, path)
   if os.path.exists(os.path.join(path, "saved_model.pb")):
-    return _SavedModel(path)
+    return _loaded(_SavedModel, path)
   latest = _latest_version(path)
   if latest:
-    return _SavedModel(latest)
+    return _loaded(_SavedModel, latest)
   raise ValueError(f"--model={path}: neither a training workdir (config.json), a SavedModel "
                    "(saved_model.pb, or numbered version folders of one) nor a .tflite file")
 
