@@ -5,15 +5,15 @@ and the PDJ curves of every method in one plot (like the papers' figures).
   python -m deeppose_tf.compare --workdirs=runs/lspet,runs/tompson_lspet \\
       --labels=DeepPose,Tompson --output=docs/compare_lspet
 
-Each workdir must hold its evaluation (report.json, written by train or
-`python -m deeppose_tf.evaluate`) of the same split and image count. Rows: every stage of
-each workdir (and, for Tompson et al., its detector alone), then the first workdir's mean
-pose. FLOPs per image count the cascade as it runs: stage 1 on the person crop plus K
-joint crops per refinement stage. Latency: `bench.model_file` (load the workdir as the
-predict command does, one 320 x 240 image, the whole image as the box, median over at
-least --min_time seconds), measured in this run, the first workdir the reference. Training
-minutes: the cumulative wall minutes of the workdir's last learning-curve point
-(curves.json), when it has curves.
+Each workdir, given once, must hold its evaluation (report.json, written by train or
+`python -m deeppose_tf.evaluate`) of the same split and image count, on the same data
+(--data_dir) with the same person boxes (--boxes). Rows: every stage of each workdir (and,
+for Tompson et al., its detector alone), then the first workdir's mean pose. FLOPs per
+image count the cascade as it runs: stage 1 on the person crop plus K joint crops per
+refinement stage. Latency: `bench.model_file` (load the workdir as the predict command does,
+one 320 x 240 image, the whole image as the box, median over at least --min_time seconds),
+measured in this run, the first workdir the reference. Training minutes: the cumulative
+wall minutes of the workdir's last learning-curve point (curves.json), when it has curves.
 
 Writes OUTPUT.md (the table), OUTPUT.json and OUTPUT.png (PDJ curves), crash-safely.
 """
@@ -65,6 +65,7 @@ def compare(workdirs: Sequence[str], labels: Sequence[str], output: str,
   from deeppose_tf.skeleton import get_skeleton
   if len(workdirs) != len(labels):
     raise ValueError(f"{len(workdirs)} workdirs but {len(labels)} labels")
+  check_distinct(workdirs)
   reports = [_report(w) for w in workdirs]
   first = reports[0]
   for w, r in zip(workdirs, reports):
@@ -72,6 +73,7 @@ def compare(workdirs: Sequence[str], labels: Sequence[str], output: str,
       raise ValueError(f"{w} was evaluated on {r['num_images']} images of {r['split']!r}, "
                        f"{workdirs[0]} on {first['num_images']} of {first['split']!r}: "
                        "compare on the same split")
+    check_same_evaluation(workdirs[0], first, w, r)
   skeleton = get_skeleton(_skeleton_name(workdirs[0]))
   ms: List[Optional[float]] = [None] * len(workdirs)
   if latency:
@@ -123,6 +125,37 @@ def compare(workdirs: Sequence[str], labels: Sequence[str], output: str,
   return result
 
 
+def check_distinct(workdirs: Sequence[str]) -> None:
+  """ValueError when two entries of `workdirs` are one folder (by realpath): its rows would
+  appear twice, as if two methods scored the same."""
+  seen = {}
+  for w in workdirs:
+    real = os.path.realpath(w)
+    if real in seen:
+      raise ValueError(f"--workdirs names {real} twice ({seen[real]} and {w}): give each "
+                       "workdir once")
+    seen[real] = w
+
+
+def check_same_evaluation(ref: str, ref_report: dict, workdir: str, report: dict) -> None:
+  """ValueError naming both workdirs and the field when `report` (workdir's report.json) was
+  evaluated on other data ("data_dir", compared by realpath) or with other person boxes
+  ("boxes": "split" or "detect") than `ref_report` (ref's): the scores are not comparable.
+  A report without "boxes" predates --boxes and used the split's; one without "data_dir"
+  cannot be checked for it."""
+  for key, default in (("data_dir", None), ("boxes", "split")):
+    ours, theirs = report.get(key, default), ref_report.get(key, default)
+    if ours is None or theirs is None:
+      continue
+    same = (os.path.realpath(ours) == os.path.realpath(theirs) if key == "data_dir"
+            else ours == theirs)
+    if not same:
+      raise ValueError(f"{workdir} was evaluated with {key} {ours!r}, {ref} with {key} "
+                       f"{theirs!r} (their report.json): compare workdirs evaluated on the "
+                       "same data with the same boxes (python -m deeppose_tf.evaluate "
+                       "--workdir=... --data_dir=... --boxes=...)")
+
+
 def _skeleton_name(workdir: str) -> str:
   from deeppose_tf import workdir as workdir_lib
   return workdir_lib.read_config(workdir)["skeleton"]
@@ -133,8 +166,9 @@ def _f(v, digits: int = 3) -> str:
 
 
 def define_flags() -> None:
-  flags.DEFINE_list("workdirs", None, "Trained and evaluated workdirs to compare (the first "
-                    "is the latency reference).")
+  flags.DEFINE_list("workdirs", None, "Trained and evaluated workdirs to compare, each once "
+                    "(the first is the latency reference), evaluated on the same split, data "
+                    "and boxes.")
   flags.DEFINE_list("labels", None, "One label per workdir (default: the folder names).")
   flags.DEFINE_string("output", None, "Output path without extension: writes .md, .json "
                       "and .png.")

@@ -4,9 +4,11 @@
       [--tflite=MODEL.tflite] [--precision=float32|bfloat16] [--report_dir=DIR]
 
 --tflite evaluates a converted model (export --format=tflite, any quantization) in the LiteRT
-interpreter instead of the workdir's Keras cascade, so what ships is measured the same way.
+interpreter instead of the workdir's Keras cascade, so what ships is measured the same way;
+a file made from another cascade is refused (check_tflite_matches).
 Writes into --report_dir (default: the workdir; with --tflite, MODEL-report/ beside the
-file), each file crash-safely:
+file, or WORKDIR/tflite-MODEL-report/ when that folder is not writable or inside the
+installed package: tflite_report_dir), each file crash-safely:
   report.json       {"split", "num_images", "stages": [{"stage", "pcp_mean", "pcp_per_limb",
                     "pcp_per_type", "pdj_mean_at": {"0.05", "0.1", "0.2"}, "pdj"}...],
                     "mean_pose": {same fields}, and for a --method=tompson cascade
@@ -25,7 +27,7 @@ import os
 from typing import Optional
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from deeppose_tf import atomic, cascade, geometry, metrics, predict, report, tompson
 from deeppose_tf import workdir as workdir_lib
@@ -82,7 +84,8 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   if tflite:
     from deeppose_tf.tflite_cascade import TFLiteCascade
     casc = TFLiteCascade(tflite, get_skeleton(config["skeleton"]))
-    report_dir = report_dir or os.path.splitext(tflite)[0] + "-report"
+    check_tflite_matches(casc, tflite, config, workdir)
+    report_dir = report_dir or tflite_report_dir(tflite, workdir)
     what = tflite
   else:
     casc = cascade.Cascade.load(workdir, num_stages=num_stages, precision=precision)
@@ -155,6 +158,50 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   return result
 
 
+def check_tflite_matches(lite, tflite: str, config: dict, workdir: str) -> None:
+  """Refuses a .tflite made from another cascade than the workdir's (config.json `config`):
+  its scores would be printed against this workdir's mean pose as if they were its own.
+
+  lite: the file's TFLiteCascade (its stage count, from the graph). The sidecar
+  (MODEL.json, written by export) must agree on skeleton, input_size and sigma where it
+  names them; the file must not have more stages than the workdir (fewer: exported before
+  stages were added, evaluated with a warning). ValueError naming both files and every
+  difference."""
+  from deeppose_tf.tflite_cascade import read_sidecar, sidecar_path
+  meta = read_sidecar(tflite)
+  config_file = workdir_lib.config_path(workdir)
+  diffs = [f"{key} {meta[key]!r} in {sidecar_path(tflite)}, {config[key]!r} in {config_file}"
+           for key in ("skeleton", "input_size", "sigma") if key in meta
+           and meta[key] != config[key]]
+  if lite.num_stages > config["num_stages"]:
+    diffs.append(f"{lite.num_stages} stages in {tflite}, {config['num_stages']} in "
+                 f"{config_file}")
+  if diffs:
+    raise ValueError(f"--tflite={tflite} was not exported from --workdir={workdir}: " +
+                     "; ".join(diffs) + ". Evaluate it with the workdir it was exported "
+                     "from, or export this one (python -m deeppose_tf.export "
+                     f"--workdir={workdir} --format=tflite --export_dir=MODEL.tflite)")
+  if lite.num_stages < config["num_stages"]:
+    logging.warning("%s has %d stages, %s %d (exported before the later stages were "
+                    "trained?): evaluating its %d", tflite, lite.num_stages, config_file,
+                    config["num_stages"], lite.num_stages)
+
+
+def tflite_report_dir(tflite: str, workdir: str) -> str:
+  """evaluate --tflite's default report folder: MODEL-report/ beside MODEL.tflite, or
+  WORKDIR/tflite-MODEL-report/ when that folder is not writable or lies inside the installed
+  package (the bundled model, deeppose_tf/models/: reports do not belong in site-packages)."""
+  import deeppose_tf
+  folder = os.path.dirname(os.path.abspath(tflite))
+  package = os.path.dirname(os.path.realpath(deeppose_tf.__file__))
+  real = os.path.realpath(folder)
+  inside = os.path.commonpath([real, package]) == package
+  if inside or not os.access(folder, os.W_OK | os.X_OK):
+    name = os.path.splitext(os.path.basename(tflite))[0]
+    return os.path.join(workdir, f"tflite-{name}-report")
+  return os.path.splitext(tflite)[0] + "-report"
+
+
 def _finite_or_none(o):
   """NaN (a rate with nothing to count) becomes null: strict JSON has no NaN."""
   if isinstance(o, dict):
@@ -195,14 +242,18 @@ def define_flags() -> None:
   flags.DEFINE_integer("eval_batch_size", 16, "Images per batch (the Keras cascade).",
                        lower_bound=1)
   flags.DEFINE_string("tflite", None, "Evaluate this .tflite model of the workdir's cascade "
-                      "(LiteRT interpreter, one image per call) instead of the Keras models.")
+                      "(LiteRT interpreter, one image per call) instead of the Keras models. "
+                      "Refused when its sidecar MODEL.json (written by export) names another "
+                      "skeleton, input size or sigma, or it has more stages than the workdir.")
   flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "Compute precision of "
                     "the Keras cascade's networks (what `export --precision` would ship).")
   flags.DEFINE_enum("boxes", "split", list(BOXES), "Person boxes: split = each record's "
                     "initial box (the paper's protocol); detect = OpenCV's HOG people "
                     "detector's best box (reports its recall too).")
   flags.DEFINE_string("report_dir", None, "Where the reports go (default: the workdir; with "
-                      "--tflite, MODEL-report/ beside the .tflite file).")
+                      "--tflite, MODEL-report/ beside the .tflite file, or "
+                      "WORKDIR/tflite-MODEL-report/ when that folder is not writable or is "
+                      "inside the installed package, as the bundled model's is).")
   # The names before the flags were unified across commands.
   flags.DEFINE_alias("split", "eval_split")
   flags.DEFINE_alias("limit", "eval_limit")

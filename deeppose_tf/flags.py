@@ -233,9 +233,20 @@ def _method_settings(f) -> dict:
   chosen = {k: getattr(f, k) for k in ("backbone", "head", "heatmap_stride")}
   implied = METHODS[f.method]
   if implied is None:
-    if f.head == "tompson" or (f.phase_steps and f.method != "hybrid"):
-      raise ValueError("--head=tompson and --phase_steps belong to --method=tompson (or "
-                       "hybrid)")
+    refining = [h for h in heads.HEADS if h != "tompson"]  # what DeepPose stages take
+    if f.head == "tompson" and f.method == "hybrid":
+      # --head is the refinement stages' here: the method itself builds the Tompson stage 1.
+      raise ValueError("--method=hybrid is a Tompson stage 1 under DeepPose refinement "
+                       "stages: --head sets the refinement stages' head (" +
+                       ", ".join(refining) + "), not tompson; for Tompson networks at every "
+                       "stage use --method=tompson")
+    if f.head == "tompson":
+      raise ValueError(f"--head=tompson is set by --method=tompson (a Tompson network at "
+                       f"every stage; --method=hybrid has one as stage 1); --method={f.method} "
+                       f"takes --head=" + "|".join(refining))
+    if f.phase_steps and f.method != "hybrid":
+      raise ValueError(f"--phase_steps belongs to --method=tompson or hybrid (the training "
+                       f"phases of a Tompson stage); --method={f.method} has no phases")
     return chosen
   for k, v in implied.items():
     if f[k].present and getattr(f, k) != v:

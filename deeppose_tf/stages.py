@@ -15,8 +15,11 @@ workers different refinement crops.
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import shutil
+from typing import Optional
 
 import numpy as np
 from absl import logging
@@ -194,7 +197,8 @@ def _fit_tompson_phases(strategy, workdir: str, stage: int, settings: Settings, 
   """Trains a tompson stage (Tompson et al.: detector, spatial model, then both) as the
   resumable phases tompson.PHASES. Phase p checkpoints into stage{s}/ckpt_<p>/ and, when it
   is not the last, saves its network to stage{s}/<p>.keras; a rerun skips every phase whose
-  file exists and starts the next one from it. The last phase's network is the stage's.
+  file exists (refusing one asked for more steps than it had: check_finished_phase) and
+  starts the next one from it. The last phase's network is the stage's.
 
   The spatial model starts from the training set's displacement histograms (the records'
   annotations, tompson.pairwise_prior), set before the detector phase (for its learning
@@ -214,6 +218,8 @@ def _fit_tompson_phases(strategy, workdir: str, stage: int, settings: Settings, 
     done = not last and os.path.exists(path)
     distribute.check_same_on_workers(strategy, done, f"whether phase {phase.name} is done")
     if done:
+      check_finished_phase(workdir, stage, phase.name, n, "--phase_steps" if
+                           settings.phase_steps else "--steps_per_stage split 70/10/20%")
       logging.info("stage %d phase %s is already trained (%s); skipping", stage, phase.name,
                    path)
       previous, offset = path, offset + n
@@ -254,6 +260,39 @@ def _fit_tompson_phases(strategy, workdir: str, stage: int, settings: Settings, 
     if not chief:
       distribute.wait_for_files([path])
     previous = path
+
+
+_CKPT_INDEX = re.compile(r"ckpt-(\d+)\.index")  # tf.train.CheckpointManager's files
+
+
+def trained_phase_steps(workdir: str, stage: int, phase: str) -> Optional[int]:
+  """The steps phase `phase` of a tompson stage was trained for: the number of its newest
+  checkpoint (stage{s}/ckpt_<phase>/ckpt-N, N = steps done when it was written), or None
+  when its checkpoints are gone."""
+  ckpt_dir = workdir_lib.checkpoint_dir(workdir, stage, phase)
+  names = [os.path.basename(p) for p in glob.glob(os.path.join(ckpt_dir, "ckpt-*.index"))]
+  steps = [int(m.group(1)) for m in map(_CKPT_INDEX.fullmatch, names) if m]
+  return max(steps) if steps else None
+
+
+def check_finished_phase(workdir: str, stage: int, phase: str, asked: int,
+                         asked_by: str = "--phase_steps") -> None:
+  """A finished phase (its <phase>.keras exists) is never trained further: the later phases
+  started from that file. Asked for more steps than its checkpoints record, ValueError
+  naming the phase, both counts and the way out (a new workdir); with no checkpoint left
+  to tell, a warning. asked_by: the flag the `asked` steps come from, for the message."""
+  trained = trained_phase_steps(workdir, stage, phase)
+  path = workdir_lib.phase_model_path(workdir, stage, phase)
+  if trained is None:
+    logging.warning("stage %d phase %s is already trained (%s) but its checkpoints (%s) are "
+                    "gone: cannot tell whether it had the %d steps asked; keeping it as it is",
+                    stage, phase, path, workdir_lib.checkpoint_dir(workdir, stage, phase),
+                    asked)
+  elif trained < asked:
+    raise ValueError(
+        f"stage {stage} phase {phase} was trained for {trained} steps ({path}), {asked} asked "
+        f"now ({asked_by}): a finished phase is not trained further (the later phases "
+        f"started from it); train with these steps in a new --workdir")
 
 
 def spatial_prior(settings: Settings, layer, stage: int = 1) -> np.ndarray:

@@ -8,10 +8,16 @@ The .tflite model (export.convert_tflite) takes one fixed [1, H, W, 3] float32 c
 [1, 4] box. Each image is placed on that canvas with fit_to_canvas (top-left, shrunk with
 its aspect kept when it does not fit); its box goes in and the joints come out scaled by
 the same factor. Runs in the LiteRT interpreter (ai_edge_litert).
+
+Beside MODEL.tflite, MODEL.json (the sidecar, read_sidecar) says what the file was made for:
+`export --format=tflite` writes skeleton, stages, input_size, sigma, canvas and quantize; a
+model card (the bundled model's) also name, version and card.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Tuple
 
 import numpy as np
@@ -32,6 +38,28 @@ def fit_to_canvas(image: np.ndarray, height: int, width: int) -> Tuple[np.ndarra
     img = tf.image.resize(img, size, antialias=True)
   img = tf.image.pad_to_bounding_box(img, 0, 0, height, width)
   return img.numpy(), scale
+
+
+def sidecar_path(model_path: str) -> str:
+  """MODEL.json for MODEL.tflite."""
+  return os.path.splitext(model_path)[0] + ".json"
+
+
+def read_sidecar(model_path: str) -> dict:
+  """The sidecar of `model_path` as a dict ({} when there is none); ValueError naming the
+  file when it is not a JSON object."""
+  path = sidecar_path(model_path)
+  if not os.path.exists(path):
+    return {}
+  try:
+    with open(path) as f:
+      meta = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f"{path} (the sidecar of {model_path}) is damaged: {e}") from None
+  if not isinstance(meta, dict):
+    raise ValueError(f"{path} (the sidecar of {model_path}) is damaged: expected a JSON "
+                     f"object, got {type(meta).__name__}")
+  return meta
 
 
 class TFLiteCascade:

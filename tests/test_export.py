@@ -62,22 +62,26 @@ def _jpeg_declaring(width, height):
   return bytes(data)
 
 
-@pytest.fixture(scope="module")
-def workdir(tiny_data, tmp_path_factory):
-  d = str(tmp_path_factory.mktemp("export_workdir"))
+def _write_workdir(d, tiny_data, size=SIZE, sigma=2.0, num_stages=2):
+  """An untrained cascade of `num_stages` tiny AlexNet fc stages at `size` px in folder d."""
   keras.utils.set_random_seed(0)
-  config = model_lib.ModelConfig(input_size=SIZE, width=0.1, fc_units=32,
+  config = model_lib.ModelConfig(input_size=size, width=0.1, fc_units=32,
                                  output_init="default")
-  for s in (1, 2):
+  for s in range(1, num_stages + 1):
     os.makedirs(workdir_lib.stage_dir(d, s))
     workdir_lib.save_model(model_lib.build_regressor(config, name=f"stage{s}"),
                            workdir_lib.model_path(d, s))
-  workdir_lib.write_config(d, {"skeleton": "lsp14", "input_size": SIZE, "sigma": 2.0,
-                               "num_stages": 2, "data_dir": tiny_data, "train_split": "train",
-                               "model": dataclasses.asdict(config)})
+  workdir_lib.write_config(d, {"skeleton": "lsp14", "input_size": size, "sigma": sigma,
+                               "num_stages": num_stages, "data_dir": tiny_data,
+                               "train_split": "train", "model": dataclasses.asdict(config)})
   # What evaluate compares with.
   workdir_lib.write_mean_pose(d, pipeline.mean_pose(tiny_data, "train", LSP14))
   return d
+
+
+@pytest.fixture(scope="module")
+def workdir(tiny_data, tmp_path_factory):
+  return _write_workdir(str(tmp_path_factory.mktemp("export_workdir")), tiny_data)
 
 
 @pytest.fixture(scope="module")
@@ -489,6 +493,65 @@ def test_evaluate_tflite_matches_the_keras_cascade(workdir, tflite_fp32, casc, t
   with pytest.raises(ValueError, match="predicts 14 joints; skeleton flic10"):
     from deeppose_tf.skeleton import FLIC10
     TFLiteCascade(tflite_fp32, FLIC10)
+
+
+def test_evaluate_tflite_refuses_a_file_of_another_cascade(workdir, tflite_fp32, tiny_data,
+                                                           tmp_path):
+  """export --format=tflite writes MODEL.json beside the file (what the graph cannot tell:
+  skeleton, stages, input size, sigma); evaluate --tflite refuses a file whose sidecar
+  disagrees with the workdir's config.json, or (sidecar or not) that has more stages than
+  the workdir, naming both files and every difference, before writing any report."""
+  import shutil
+  from deeppose_tf import evaluate
+  sidecar = os.path.splitext(tflite_fp32)[0] + ".json"
+  other = _write_workdir(str(tmp_path / "other"), tiny_data, size=96, sigma=1.0)
+  config = os.path.join(other, "config.json")
+  with pytest.raises(ValueError, match="^" + re.escape(
+      f"--tflite={tflite_fp32} was not exported from --workdir={other}: input_size 72 in "
+      f"{sidecar}, 96 in {config}; sigma 2.0 in {sidecar}, 1.0 in {config}. Evaluate it "
+      "with the workdir it was exported from, or export this one")):
+    evaluate.run(other, "test", tiny_data, limit=2, tflite=tflite_fp32)
+  assert not os.path.exists(os.path.join(other, "report.json"))
+  # Without a sidecar the graph still tells the stages: 2 do not come from a 1-stage run.
+  bare = str(tmp_path / "bare.tflite")
+  shutil.copy(tflite_fp32, bare)
+  one = _write_workdir(str(tmp_path / "one"), tiny_data, num_stages=1)
+  with pytest.raises(ValueError, match=re.escape(
+      f"was not exported from --workdir={one}: 2 stages in {bare}, 1 in "
+      f"{os.path.join(one, 'config.json')}")):
+    evaluate.run(one, "test", tiny_data, limit=2, tflite=bare)
+  assert not os.path.exists(str(tmp_path / "bare-report"))
+  from deeppose_tf.export.tflite import write_sidecar
+  from deeppose_tf.tflite_cascade import read_sidecar
+  meta = read_sidecar(tflite_fp32)
+  assert meta == {"skeleton": "lsp14", "stages": 2, "input_size": SIZE, "sigma": 2.0,
+                  "canvas": [2 * SIZE, 2 * SIZE], "quantize": "none"}
+  # Exporting over a model card keeps the card's own keys.
+  with open(str(tmp_path / "bare.json"), "w") as f:
+    json.dump({"name": "mine", "version": "7", "skeleton": "flic10"}, f)
+  write_sidecar(bare, meta)
+  assert read_sidecar(bare) == {"name": "mine", "version": "7", **meta}
+
+
+def test_evaluate_the_bundled_tflite_reports_under_the_workdir(workdir, tiny_data, tmp_path):
+  """The bundled model lies inside the installed package (site-packages for a normal
+  install): evaluate --tflite's default report folder is then WORKDIR/tflite-<name>-report/,
+  and nothing is written beside the model. A file in a writable folder elsewhere keeps
+  MODEL-report/ beside it."""
+  import shutil
+  import deeppose_tf
+  from deeppose_tf import evaluate
+  models_dir = os.path.join(os.path.dirname(deeppose_tf.__file__), "models")
+  bundled = os.path.join(models_dir, "deeppose_lspet.tflite")
+  before = sorted(os.listdir(models_dir))
+  w = str(tmp_path / "w")
+  shutil.copytree(workdir, w)  # lsp14, 2 stages: what the bundled model's sidecar names
+  report = evaluate.run(w, "test", tiny_data, limit=2, num_examples=0, tflite=bundled)
+  assert report["model"] == bundled and len(report["stages"]) == 2
+  with open(os.path.join(w, "tflite-deeppose_lspet-report", "report.json")) as f:
+    assert json.load(f)["num_images"] == 2
+  assert sorted(os.listdir(models_dir)) == before
+  assert evaluate.tflite_report_dir(str(tmp_path / "m.tflite"), w) == str(tmp_path / "m-report")
 
 
 @pytest.mark.slow  # ~18 s; CI runs the slow suite too

@@ -3,6 +3,7 @@ its histogram prior, the training phases, fitting distinct poses, and export par
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 
@@ -378,3 +379,112 @@ def test_train_cli_hybrid_tompson_stage1_deeppose_stage2(tmp_path):
   assert config["stage1_model"]["head"] == "tompson" and config["model"]["head"] == "integral"
   assert "stage 1 detector only" in run.stdout and "stage 2" in run.stdout
   assert os.path.isdir(os.path.join(w, "export", "1"))
+
+
+@pytest.fixture(scope="module")
+def evaluated(workdir, tiny_data, tmp_path_factory):
+  """A copy of `workdir` evaluated on 2 test images of tiny_data with the split's boxes."""
+  import shutil
+  from deeppose_tf import evaluate
+  d = str(tmp_path_factory.mktemp("evaluated") / "a")
+  shutil.copytree(workdir, d)
+  evaluate.run(d, split="test", data_dir=tiny_data, limit=2, num_examples=0)
+  return d
+
+
+def test_compare_refuses_other_data_and_a_workdir_given_twice(evaluated, tiny_data, tmp_path):
+  """compare combines rows only of evaluations on the same data (report.json's data_dir,
+  by realpath), each workdir once: a second name (a symlink, a trailing slash) of one
+  workdir would repeat its rows as another method's."""
+  import shutil
+  from deeppose_tf import compare, evaluate
+  a, b = evaluated, str(tmp_path / "b")
+  shutil.copytree(a, b)
+  other_data = str(tmp_path / "other_data")  # other records, the same split and count
+  shutil.copytree(tiny_data, other_data)
+  evaluate.run(b, split="test", data_dir=other_data, limit=2, num_examples=0)
+  out = str(tmp_path / "cmp" / "x")
+  with pytest.raises(ValueError, match=re.escape(
+      f"{b} was evaluated with data_dir '{other_data}', {a} with data_dir '{tiny_data}' "
+      "(their report.json): compare workdirs evaluated on the same data with the same boxes")):
+    compare.compare([a, b], ["A", "B"], out, latency=False)
+  os.symlink(a, str(tmp_path / "link"))
+  real = os.path.realpath(a)
+  for twice in (str(tmp_path / "link"), a + os.sep):
+    with pytest.raises(ValueError, match=re.escape(
+        f"--workdirs names {real} twice ({a} and {twice}): give each workdir once")):
+      compare.compare([a, twice], ["A", "A2"], out, latency=False)
+  assert not os.path.exists(out + ".md")
+
+
+def test_compare_refuses_reports_with_other_person_boxes(evaluated, tiny_data, tmp_path):
+  """--boxes=detect (HOG people detector) against the split's boxes: not comparable."""
+  import shutil
+  from deeppose_tf import compare, evaluate
+  a, c = evaluated, str(tmp_path / "c")
+  shutil.copytree(a, c)
+  evaluate.run(c, split="test", data_dir=tiny_data, limit=2, num_examples=0, boxes="detect")
+  with pytest.raises(ValueError, match=re.escape(
+      f"{c} was evaluated with boxes 'detect', {a} with boxes 'split'")):
+    compare.compare([a, c], ["A", "C"], str(tmp_path / "cmp"), latency=False)
+
+
+def test_rerun_refuses_more_steps_for_a_finished_phase(workdir, tiny_data, tmp_path):
+  """A stage whose detector phase finished (detector.keras, its checkpoint at step 2) and
+  whose later phases did not: a rerun asking the detector phase for more steps is refused
+  before any training, naming the phase and both step counts; the same steps resume."""
+  import shutil
+  from deeppose_tf import config as config_lib, stages
+  w = str(tmp_path / "w")
+  shutil.copytree(workdir, w)
+  net = workdir_lib.load_model(workdir_lib.model_path(w, 1))
+  workdir_lib.save_model(net, workdir_lib.phase_model_path(w, 1, "detector"))
+  os.remove(workdir_lib.model_path(w, 1))  # the stage is not finished
+  # What fit_stage leaves: a checkpoint of the phase's model per interval, numbered by step.
+  checkpoint = tf.train.Checkpoint(model=tompson.phase_model(net, tompson.PHASES[0]))
+  tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(w, 1, "detector"),
+                             max_to_keep=2).save(checkpoint_number=2)
+
+  settings = config_lib.Settings(
+      data_dir=tiny_data, train_split="train", model=CONFIG, augment=pipeline.NO_AUGMENT,
+      steps=[6], batch_size=4, fit=trainer.FitConfig(steps=6, verbose=0), sigma=2.0,
+      draws=1, seed=0, stats_images=8, num_stages=1, skeleton=LSP14, phase_steps=(4, 1, 1))
+  strategy = tf.distribute.get_strategy()
+  with pytest.raises(ValueError, match=(
+      r"^stage 1 phase detector was trained for 2 steps \(\S+detector.keras\), 4 asked now "
+      r"\(--phase_steps\): a finished phase is not trained further \(the later phases "
+      r"started from it\); train with these steps in a new --workdir$")):
+    stages.train_stage(strategy, w, 1, settings)
+  assert not os.path.exists(workdir_lib.checkpoint_dir(w, 1, "spatial"))  # nothing trained
+  assert stages.trained_phase_steps(w, 1, "detector") == 2
+  stages.check_finished_phase(w, 1, "detector", 2)  # the steps it had: resumes
+  stages.check_finished_phase(w, 1, "detector", 1)
+
+
+def test_finished_phase_without_checkpoints_is_kept_with_a_warning(tmp_path, caplog):
+  """No checkpoint left to tell the steps a finished phase had: a warning, not an error."""
+  import logging
+  from deeppose_tf import stages
+  w = str(tmp_path / "w")
+  os.makedirs(workdir_lib.stage_dir(w, 1))
+  assert stages.trained_phase_steps(w, 1, "detector") is None
+  with caplog.at_level(logging.WARNING):
+    stages.check_finished_phase(w, 1, "detector", 4)
+  assert "stage 1 phase detector is already trained" in caplog.text
+  assert "cannot tell whether it had the 4 steps asked" in caplog.text
+
+
+def test_hybrid_with_the_tompson_head_is_refused_with_what_hybrid_means(tmp_path):
+  """--method=hybrid --head=tompson: the message says what hybrid is and which heads its
+  refinement stages take, not that hybrid allows --head=tompson."""
+  run = subprocess.run([sys.executable, "-m", "deeppose_tf.train",
+                        f"--workdir={tmp_path / 'w'}", "--method=hybrid", "--head=tompson",
+                        "--num_stages=2"], capture_output=True, text=True, env=_env(),
+                       cwd=REPO, timeout=300)
+  assert run.returncode != 0
+  assert ("--method=hybrid is a Tompson stage 1 under DeepPose refinement stages: --head "
+          "sets the refinement stages' head (fc, integral, heatmap), not tompson; for "
+          "Tompson networks at every stage use --method=tompson") in run.stderr, \
+      run.stderr[-2000:]
+  assert "(or hybrid)" not in run.stderr
+  assert not os.path.exists(tmp_path / "w" / "config.json")  # refused before any work

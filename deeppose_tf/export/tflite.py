@@ -4,11 +4,13 @@ weights or int8 stage networks (calibrated on the workdir's own images).
 One signature `serving_default`: image float32 [1, H, W, 3] in [0, 255] and box float32
 [1, 4] -> joints [1, K, 2], joints_per_stage [1, S, K, 2]. Smaller images go in the top-left
 corner of a zero canvas (coordinates unchanged); tflite_cascade.fit_to_canvas also shrinks
-larger ones.
+larger ones. Beside MODEL.tflite, MODEL.json (the sidecar) records the skeleton, stages,
+input size and sigma the file was made for (sidecar_meta).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from typing import Iterator, Optional, Tuple
@@ -147,9 +149,9 @@ def _quantize_networks_int8(converter, representative) -> bytes:
 def export_tflite(workdir: str, output: str, quantize: str = "none",
                   size: Optional[Tuple[int, int]] = None,
                   casc: Optional[Cascade] = None, seed: int = 0) -> str:
-  """Converts the workdir's cascade to `output` (.tflite, written atomically). size (H, W)
-  defaults to twice the network input size; seed: representative_images' random fallback
-  (int8 without readable training data)."""
+  """Converts the workdir's cascade to `output` (.tflite, written atomically) and writes its
+  sidecar beside it (sidecar_meta). size (H, W) defaults to twice the network input size;
+  seed: representative_images' random fallback (int8 without readable training data)."""
   from deeppose_tf import atomic
   if casc is None:
     casc = Cascade.load(workdir)
@@ -159,4 +161,30 @@ def export_tflite(workdir: str, output: str, quantize: str = "none",
   data = convert_tflite(casc, height, width, quantize, rep)
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   atomic.write_bytes(output, data)
+  write_sidecar(output, sidecar_meta(casc, height, width, quantize))
   return output
+
+
+def sidecar_meta(casc: Cascade, height: int, width: int, quantize: str) -> dict:
+  """What the .tflite file cannot tell about the cascade inside it, for `evaluate --tflite`
+  to check against a workdir's config.json: skeleton, stages, input_size (the networks'
+  crop side), sigma (the refinement boxes, in torso diameters); and canvas [H, W] and
+  quantize for people."""
+  return {"skeleton": casc.skeleton.name, "stages": casc.num_stages,
+          "input_size": int(casc.input_size), "sigma": float(casc.sigma),
+          "canvas": [int(height), int(width)], "quantize": quantize}
+
+
+def write_sidecar(model_path: str, meta: dict) -> str:
+  """Writes MODEL.json beside MODEL.tflite (crash-safely): `meta` over the keys an existing
+  sidecar holds, so a model card's own keys (name, version, card: the bundled model's) stay.
+  Returns its path."""
+  from deeppose_tf import atomic
+  from deeppose_tf.tflite_cascade import read_sidecar, sidecar_path
+  try:
+    old = read_sidecar(model_path)
+  except ValueError:  # damaged: ours replaces it
+    old = {}
+  path = sidecar_path(model_path)
+  atomic.write_text(path, json.dumps({**old, **meta}, indent=1) + "\n")
+  return path
