@@ -137,8 +137,10 @@ def read_user_boxes(path: str) -> Dict[str, np.ndarray]:
 
 
 def lookup_boxes(boxes: Dict[str, np.ndarray], image_path: str):
-  """The user's boxes of an image: by its path as given, its absolute path, or its name."""
-  for key in (image_path, os.path.abspath(image_path), os.path.basename(image_path)):
+  """The user's boxes of an image: by its path as given, its absolute path, the path it
+  resolves to (a link), or its name."""
+  for key in (image_path, os.path.abspath(image_path), os.path.realpath(image_path),
+              os.path.basename(image_path)):
     if key in boxes:
       return boxes[key]
   return None

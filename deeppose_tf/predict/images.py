@@ -100,7 +100,8 @@ def expand_inputs(args: List[str], output: Optional[str] = None
         problems.append((arg, "the pattern matches no file"))
     else:
       problems.append((arg, "no such file or folder"))
-  return files, problems, notes
+  unique = list(dict.fromkeys(problems))  # a link found by its folder and by a glob: once
+  return files, unique, notes
 
 
 def _to_rgb(im) -> np.ndarray:
