@@ -29,7 +29,7 @@ def test_bundled_model_is_small_documented_and_finds_the_person():
   model = models.load(None)
   assert time.perf_counter() - t0 < 5.0
   assert model.skeleton is LSP14 and model.num_stages == 2
-  assert model.name == "deeppose-lsp-mobilenetv2-integral" and model.version != "unversioned"
+  assert model.name == "deeppose-lsp-mobilenetv2-heatmap" and model.version != "unversioned"
   image = np.asarray(Image.open(_photo()).convert("RGB"))
   h, w = image.shape[:2]
   poses = model.predict([image], detect.full_box(h, w))
@@ -52,6 +52,6 @@ def test_predict_command_runs_the_bundled_model_by_default(tmp_path):
                        env=subprocess_env(), cwd=REPO, timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
   (rec,) = [json.loads(line) for line in open(os.path.join(out, "predictions.jsonl"))]
-  assert rec["model"]["name"] == "deeppose-lsp-mobilenetv2-integral"
+  assert rec["model"]["name"] == "deeppose-lsp-mobilenetv2-heatmap"
   assert list(rec["joints"]) == list(LSP14.joints)
   assert os.path.exists(os.path.join(out, "grace_hopper.pose.jpg"))

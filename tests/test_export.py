@@ -546,6 +546,12 @@ def test_evaluate_the_bundled_tflite_reports_under_the_workdir(workdir, tiny_dat
   before = sorted(os.listdir(models_dir))
   w = str(tmp_path / "w")
   shutil.copytree(workdir, w)  # lsp14, 2 stages: what the bundled model's sidecar names
+  from deeppose_tf import workdir as workdir_lib
+  from deeppose_tf.tflite_cascade import read_sidecar
+  config = workdir_lib.read_config(w)  # and its crop size and sigma, as its workdir had
+  meta = read_sidecar(bundled)
+  config.update({k: meta[k] for k in ("input_size", "sigma") if k in meta})
+  workdir_lib.write_config(w, config)
   report = evaluate.run(w, "test", tiny_data, limit=2, num_examples=0, tflite=bundled)
   assert report["model"] == bundled and len(report["stages"]) == 2
   with open(os.path.join(w, "tflite-deeppose_lspet-report", "report.json")) as f:

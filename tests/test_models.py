@@ -143,7 +143,7 @@ def test_config_rejects_what_the_registries_do_not_allow():
   with pytest.raises(ValueError, match="backbone must be one of"):
     model_lib.ModelConfig(backbone="vgg")
   with pytest.raises(ValueError, match="head must be one of"):
-    model_lib.ModelConfig(head="heatmap")
+    model_lib.ModelConfig(head="transformer")
   with pytest.raises(ValueError, match="too small"):
     model_lib.ModelConfig(input_size=66)
   with pytest.raises(ValueError, match="multiple of 16"):
