@@ -66,36 +66,34 @@ def expand_inputs(args: List[str], output: Optional[str] = None
       seen[real] = path
       files.append(path)
 
+  def take(paths) -> int:
+    """Adds the files among `paths`, reports their broken links; returns how many of
+    `paths` were files or broken links (anything but a subfolder)."""
+    n = 0
+    for p in paths:
+      link = _link_problem(p)
+      if link:
+        problems.append((p, link))
+        n += 1
+      elif os.path.isfile(p):
+        add(p)
+        n += 1
+    return n
+
   for arg in args:
+    link = None if os.path.exists(arg) else _link_problem(arg)
     if os.path.isdir(arg):
-      names = sorted(os.listdir(arg))
-      found = 0
-      for n in names:
-        p = os.path.join(arg, n)
-        if not n.lower().endswith(MEDIA_EXTS):
-          continue
-        link = _link_problem(p)
-        if link:
-          problems.append((p, link))
-        elif os.path.isfile(p):
-          found += 1
-          add(p)
-      if not found and not any(p.startswith(os.path.join(arg, "")) for p, _ in problems):
+      media = [os.path.join(arg, n) for n in sorted(os.listdir(arg))
+               if n.lower().endswith(MEDIA_EXTS)]
+      if not take(media):
         problems.append((arg, "a folder with no images or videos"))
     elif os.path.isfile(arg):
       add(arg)
-    elif _link_problem(arg):
-      problems.append((arg, _link_problem(arg)))
+    elif link:
+      problems.append((arg, link))
     elif glob.has_magic(arg):
       matched = sorted(glob.glob(arg))
-      found = 0
-      for p in matched:
-        link = _link_problem(p)
-        if link:
-          problems.append((p, link))
-        elif os.path.isfile(p):
-          found += 1
-          add(p)
+      take(matched)
       if not matched:
         problems.append((arg, "the pattern matches no file"))
     else:
