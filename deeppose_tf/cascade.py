@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeppose_tf import geometry
+from deeppose_tf import heads
 from deeppose_tf import workdir as workdir_lib
 from deeppose_tf import model as _model  # also registers LocalResponseNorm for loading
 from deeppose_tf.skeleton import Skeleton, get_skeleton
@@ -27,8 +28,15 @@ class Cascade:
   """A trained cascade. stages: S Keras regressors (image -> (K, 2) box-normalized)."""
 
   def __init__(self, stages: Sequence[keras.Model], skeleton: Skeleton, sigma: float,
-               input_size: int, crop: Callable = geometry.crop):
-    """crop: geometry.crop, or geometry.crop_builtin for a TFLite graph (same samples)."""
+               input_size: int, crop: Callable = geometry.crop, flip_test: bool = False,
+               reframe: int = 0, reframe_grow: float = 1.3):
+    """crop: geometry.crop, or geometry.crop_builtin for a TFLite graph (same samples).
+    flip_test: every stage also sees the mirror of each crop and answers the mean of the two
+    (test-time flip augmentation, as pose codebases evaluate); twice the network cost.
+    reframe: stage 1 runs 1 + reframe times; each pass after the first reads the square box
+    that frames the previous pass's pose (geometry.framing_box, side reframe_grow times the
+    joints' extent), so a person small in the given box is seen at the network's resolution
+    (DeepPose's coarse-to-fine crop, applied to the person box)."""
     if not stages:
       raise ValueError("a cascade needs at least one stage model")
     self.stages = list(stages)
@@ -36,6 +44,57 @@ class Cascade:
     self.sigma = float(sigma)
     self.input_size = int(input_size)
     self.crop = crop
+    self.flip_test = bool(flip_test)
+    if int(reframe) < 0 or not reframe_grow > 0:
+      raise ValueError(f"reframe must be >= 0 and reframe_grow > 0, got {reframe} and "
+                       f"{reframe_grow}")
+    self.reframe = int(reframe)
+    self.reframe_grow = float(reframe_grow)
+    self._logit_nets = {}
+
+  def with_crop(self, crop: Callable) -> "Cascade":
+    """This cascade (same stages and settings) cutting its crops with `crop`."""
+    return Cascade(self.stages, self.skeleton, self.sigma, self.input_size, crop=crop,
+                   flip_test=self.flip_test, reframe=self.reframe,
+                   reframe_grow=self.reframe_grow)
+
+  def _logits(self, net: keras.Model):
+    """(logits sub-network, decoder layer) of a stage whose "joints" decode its "heatmaps"
+    logits directly (the integral and heatmap heads), else None (fc, Tompson's spatial
+    model: their flips are averaged as coordinates)."""
+    if id(net) not in self._logit_nets:
+      found = None
+      try:
+        decode = net.get_layer("joints")
+        if isinstance(decode, (heads.SoftArgmax, heads.HeatmapPeak)):
+          found = (keras.Model(net.inputs, net.get_layer("heatmaps").output), decode)
+      except ValueError:  # no such layer
+        pass
+      self._logit_nets[id(net)] = found
+    return self._logit_nets[id(net)]
+
+  def _run(self, net: keras.Model, crops):
+    """One stage network on crops (N, S, S, 3) -> (N, K, 2) box-normalized in each crop's
+    frame. With flip_test the mirrored crop goes through in the same batch; its answer is
+    mirrored back (x negated, left and right swapped: slot j of a mirrored crop shows joint
+    perm[j]). Heatmap heads average the two logit maps before decoding, so two answers that
+    disagree (a left/right confusion) give the stronger mode, not a point between them."""
+    if not self.flip_test:
+      return net(crops, training=False)
+    n = tf.shape(crops)[0]
+    # A crop's columns sample symmetric offsets about the box centre, so reversing them is
+    # exactly the crop of the mirrored box.
+    both = tf.concat([crops, tf.reverse(crops, axis=[2])], axis=0)
+    perm = tf.constant(self.skeleton.flip_permutation, tf.int32)
+    logits = self._logits(net)
+    if logits is not None:
+      sub, decode = logits
+      maps = sub(both, training=False)  # (2N, H, W, K)
+      mirrored = tf.gather(tf.reverse(maps[n:], axis=[2]), perm, axis=3)
+      return decode(0.5 * (maps[:n] + mirrored))
+    out = net(both, training=False)  # (2N, K, 2)
+    mirrored = tf.gather(out[n:] * tf.constant([-1.0, 1.0]), perm, axis=1)
+    return 0.5 * (out[:n] + mirrored)
 
   @property
   def num_stages(self) -> int:
@@ -50,7 +109,11 @@ class Cascade:
     k = self.skeleton.num_joints
     size = self.input_size
     crops = self.crop(images, boxes, tf.range(b), size)
-    pose = geometry.denormalize(self.stages[0](crops, training=False), boxes)
+    pose = geometry.denormalize(self._run(self.stages[0], crops), boxes)
+    for _ in range(self.reframe):
+      framed = geometry.framing_box(pose, boxes, self.reframe_grow)
+      crops = self.crop(images, framed, tf.range(b), size)
+      pose = geometry.denormalize(self._run(self.stages[0], crops), framed)
     poses = [pose]
     # Picks output i of crop i with a mask-and-sum (a TFLite builtin pattern, unlike
     # matrix_diag_part).
@@ -58,7 +121,7 @@ class Cascade:
     for net in self.stages[1:]:
       jboxes = geometry.joint_boxes(pose, self.skeleton.diameter_indices, self.sigma)
       crops = self.crop(images, tf.reshape(jboxes, [-1, 4]), tf.repeat(tf.range(b), k), size)
-      out = tf.reshape(net(crops, training=False), [b, k, k, 2])
+      out = tf.reshape(self._run(net, crops), [b, k, k, 2])
       out = tf.reduce_sum(out * own, axis=2)  # (B, K, 2) box-normalized per joint box
       # Each joint back to pixels from its own box (one point per box).
       pose = geometry.denormalize(out[..., None, :], jboxes)[..., 0, :]
@@ -74,11 +137,13 @@ class Cascade:
 
   @classmethod
   def load(cls, workdir: str, num_stages: Optional[int] = None,
-           precision: str = "float32") -> "Cascade":
+           precision: str = "float32", flip_test: Optional[bool] = None,
+           reframe: Optional[int] = None, reframe_grow: Optional[float] = None) -> "Cascade":
     """Loads stages 1..num_stages (default: config.json's num_stages, every one of which
     must be trained: a missing one is an error, never a silently shorter cascade) from a
     workdir, computing in `precision` (model.with_precision: float32, or bfloat16, faster on
-    CPUs with bfloat16 matmuls)."""
+    CPUs with bfloat16 matmuls). flip_test, reframe, reframe_grow: None takes config.json's
+    (off in workdirs written before they existed)."""
     config = workdir_lib.read_config(workdir)
     n = num_stages or config["num_stages"]
     models = []
@@ -89,15 +154,23 @@ class Cascade:
                          f"trained model: {path} is missing; train it with `python -m "
                          f"deeppose_tf.train --workdir={workdir} --stage={s}` (same flags)")
       models.append(workdir_lib.load_model(path))
+    if flip_test is None:
+      flip_test = bool(config.get("flip_test", False))
+    if reframe is None:
+      reframe = int(config.get("reframe", 0))
+    if reframe_grow is None:
+      reframe_grow = float(config.get("reframe_grow", 1.3))
     return cls(models, get_skeleton(config["skeleton"]), config["sigma"],
-               config["input_size"]).with_precision(precision)
+               config["input_size"], flip_test=flip_test, reframe=reframe,
+               reframe_grow=reframe_grow).with_precision(precision)
 
   def with_precision(self, precision: str) -> "Cascade":
     """This cascade with every stage network computing in `precision` (same weights)."""
     if precision == "float32":
       return self
     return Cascade([_model.with_precision(net, precision) for net in self.stages],
-                   self.skeleton, self.sigma, self.input_size, self.crop)
+                   self.skeleton, self.sigma, self.input_size, self.crop, self.flip_test,
+                   self.reframe, self.reframe_grow)
 
 
 def displacement_stats(pred, true, visible, skeleton: Skeleton, sigma: float,

@@ -85,6 +85,14 @@ class Settings:
   # More prepared datasets of the same skeleton whose train split joins data_dir's in
   # training (the paper trains LSP on LSP + LSP-extended). Evaluation stays on data_dir.
   extra_train_dirs: Tuple[str, ...] = ()
+  # Inference: every stage also reads the mirrored crop (Cascade flip_test). It shapes the
+  # statistics that train the next stage, so it is part of the cascade, not a viewer option.
+  flip_test: bool = False
+  # Inference: stage 1 re-reads the box framing its own pose this many more times (Cascade
+  # reframe), with that box this many times the pose's extent. Part of the cascade for the
+  # same reason.
+  reframe: int = 0
+  reframe_grow: float = 1.3
 
   def __post_init__(self):
     if isinstance(self.skeleton, str):
@@ -121,6 +129,8 @@ class Settings:
     return {"skeleton": self.skeleton.name, "input_size": self.model.input_size,
             "sigma": self.sigma, "num_stages": self.num_stages, "data_dir": self.data_dir,
             "train_split": self.train_split, "model": dataclasses.asdict(self.model),
+            "flip_test": self.flip_test, "reframe": self.reframe,
+            "reframe_grow": self.reframe_grow,
             **({"extra_train_dirs": list(self.extra_train_dirs)}
                if self.extra_train_dirs else {}),
             **({"stage1_model": dataclasses.asdict(self.stage1_model)}

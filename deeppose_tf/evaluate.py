@@ -65,19 +65,24 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
         limit: Optional[int] = None, batch_size: int = 16, num_examples: int = 8,
         tflite: Optional[str] = None, report_dir: Optional[str] = None,
         precision: str = "float32", num_stages: Optional[int] = None,
-        boxes: str = "split") -> dict:
+        boxes: str = "split", flip_test: Optional[bool] = None,
+        reframe: Optional[int] = None, reframe_grow: Optional[float] = None) -> dict:
   """Evaluates the cascade in `workdir` (stages 1..num_stages, default all of config.json's;
   or the .tflite file `tflite` made from it); returns the report dict.
 
   boxes: "split" uses each record's initial box (the paper's protocol); "detect" the best
   box of OpenCV's HOG people detector (predict/detect.py; the whole image when it finds
   nobody), and the report adds the detector's recall: the fraction of images whose
-  detected box contains every annotated joint.
+  detected box contains every annotated joint. flip_test, reframe, reframe_grow: None as
+  config.json says, else this evaluation's value (the Keras cascade only).
   """
   if boxes not in BOXES:
     raise ValueError(f"boxes must be one of {list(BOXES)}, got {boxes!r}")
   config = workdir_lib.read_config(workdir)
   data_dir = data_dir or config["data_dir"]
+  if tflite and (flip_test, reframe, reframe_grow) != (None, None, None):
+    raise ValueError("--flip_test and --reframe apply to the Keras cascade; a .tflite file "
+                     "was exported with its workdir's settings")
   if tflite and precision != "float32":
     raise ValueError("--precision applies to the Keras cascade; a .tflite file has its own "
                      "(export --quantize)")
@@ -88,7 +93,9 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
     report_dir = report_dir or tflite_report_dir(tflite, workdir)
     what = tflite
   else:
-    casc = cascade.Cascade.load(workdir, num_stages=num_stages, precision=precision)
+    casc = cascade.Cascade.load(workdir, num_stages=num_stages, precision=precision,
+                                flip_test=flip_test, reframe=reframe,
+                                reframe_grow=reframe_grow)
     report_dir = report_dir or workdir
     what = workdir
   records.verify_split(data_dir, split)  # a cut split must not score fewer images silently
@@ -128,6 +135,9 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   result = {"model": what, "split": split, "data_dir": data_dir, "num_images": int(len(true)),
             "pcp": "strict PCP@0.5, mean over upper/lower arms (and legs), paper Table 1",
             "stages": summaries, "mean_pose": baseline, "boxes": boxes}
+  if not tflite:
+    result.update(flip_test=casc.flip_test, reframe=casc.reframe,
+                  reframe_grow=casc.reframe_grow)
   if phases:
     result["phases"] = phases
   shown = phases + summaries  # table rows and curves
@@ -254,6 +264,14 @@ def define_flags() -> None:
                       "--tflite, MODEL-report/ beside the .tflite file, or "
                       "WORKDIR/tflite-MODEL-report/ when that folder is not writable or is "
                       "inside the installed package, as the bundled model's is).")
+  flags.DEFINE_enum("flip_test", "workdir", ["workdir", "true", "false"], "Test-time flips "
+                    "(train --flip_test): workdir = as its config.json says; true / false "
+                    "override it for this evaluation (the Keras cascade only).")
+  flags.DEFINE_integer("reframe", None, "Stage-1 reframing passes (train --reframe); default: "
+                       "as the workdir's config.json says (the Keras cascade only).",
+                       lower_bound=0)
+  flags.DEFINE_float("reframe_grow", None, "Box side over the pose's extent for --reframe "
+                     "(train --reframe_grow); default: the workdir's.", lower_bound=0.1)
   # The names before the flags were unified across commands.
   flags.DEFINE_alias("split", "eval_split")
   flags.DEFINE_alias("limit", "eval_limit")
@@ -266,7 +284,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   run(FLAGS.workdir, FLAGS.eval_split, FLAGS.data_dir, FLAGS.eval_limit, FLAGS.eval_batch_size,
       tflite=FLAGS.tflite, report_dir=FLAGS.report_dir, precision=FLAGS.precision,
-      boxes=FLAGS.boxes)
+      boxes=FLAGS.boxes,
+      flip_test=None if FLAGS.flip_test == "workdir" else FLAGS.flip_test == "true",
+      reframe=FLAGS.reframe, reframe_grow=FLAGS.reframe_grow)
 
 
 if __name__ == "__main__":

@@ -159,6 +159,19 @@ def define_train_flags() -> None:
                 "name; the fc output layer keeps its own start) or from random "
                 "initialization (the paper). --init_weights applies to stage 1 only when "
                 "this is 'previous'.")
+  d.DEFINE_boolean("flip_test", False, "Test-time flip: every stage of the trained cascade "
+                   "also reads the mirror of each crop and answers the mean of the two (heatmap "
+                   "heads average their logit maps before decoding). Twice the network cost "
+                   "at inference; recorded in config.json, so evaluation, the statistics "
+                   "that train the next stage, export and predict all use it.")
+  d.DEFINE_integer("reframe", 0, "Person framing at inference: stage 1 runs 1 + N times, each "
+                   "pass after the first on the square box around the previous pass's joints "
+                   "(side --reframe_grow times their extent), so a person small in the given "
+                   "box (the whole photo) is seen at the network's resolution. Costs N more "
+                   "stage-1 passes; recorded in config.json like --flip_test.", lower_bound=0)
+  d.DEFINE_float("reframe_grow", 1.3, "--reframe's box side over the predicted joints' "
+                 "extent (longer side). 1.3 is LSP's framing: its people span about 0.76 of "
+                 "their image's longer side.", lower_bound=0.1)
   d.DEFINE_boolean("evaluate", True, "Evaluate the cascade on the test split at the end.")
   d.DEFINE_integer("eval_limit", 0, "Evaluate on at most this many test images (0 = all).")
   d.DEFINE_boolean("export", True, "Export the trained cascade as a TF Serving SavedModel "
@@ -322,7 +335,8 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
       cache_max_side=None if f.cache_max_side < 0 else f.cache_max_side,
       curve_every=f.curve_every, curve_images=f.curve_images, stats_trim=f.stats_trim,
       refine_init=f.refine_init, phase_steps=phase_steps,
-      extra_train_dirs=tuple(f.extra_train_dirs),
+      extra_train_dirs=tuple(f.extra_train_dirs), flip_test=f.flip_test,
+      reframe=f.reframe, reframe_grow=f.reframe_grow,
       steps=steps, batch_size=f.batch_size, sigma=f.sigma, draws=f.draws, seed=f.seed,
       stats_images=f.stats_images,
       num_stages=f.num_stages, skeleton=skeleton, init_weights=f.init_weights)

@@ -79,6 +79,25 @@ def joint_boxes(joints, diameter_indices, sigma):
   return tf.concat([joints, side, side], axis=-1)
 
 
+def framing_box(joints, boxes, grow, min_fraction=0.2):
+  """The square box that frames a pose: centred on its joints' bounding box, of side `grow`
+  times that box's longer side (the framing a stage 1 was trained on: LSP's people span
+  about 0.76 of their image's longer side, so 1.3), at least `min_fraction` of the longer
+  side of `boxes` (a pose collapsed onto a few pixels must not zoom into them).
+
+  joints: (..., K, 2) image pixels; boxes: (..., 4) the boxes the pose was found in.
+  Returns (..., 4) image pixels.
+  """
+  joints = tf.convert_to_tensor(joints, tf.float32)
+  boxes = tf.convert_to_tensor(boxes, tf.float32)
+  lo = tf.reduce_min(joints, axis=-2)
+  hi = tf.reduce_max(joints, axis=-2)
+  extent = tf.reduce_max(hi - lo, axis=-1)
+  floor = min_fraction * tf.reduce_max(tf.abs(boxes[..., 2:4]), axis=-1)
+  side = tf.maximum(tf.maximum(grow * extent, floor), MIN_BOX_SIDE)[..., None]
+  return tf.concat([(lo + hi) / 2.0, side, side], axis=-1)
+
+
 def jitter_box(box, shift, scale):
   """Moves a box by `shift` (fractions of its size, (..., 2)) and scales it by `scale` (...,)."""
   center = box[..., 0:2] + shift * box[..., 2:4]

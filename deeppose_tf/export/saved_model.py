@@ -39,7 +39,7 @@ class CascadeModule(tf.Module):
   def _predict_encoded(self, pixels, sizes, boxes) -> dict:
     """The cascade on decode_batch's images, each cropped at its own size (crop_each)."""
     c = self._cascade
-    each = Cascade(c.stages, c.skeleton, c.sigma, c.input_size, crop=inputs.crop_each(sizes))
+    each = c.with_crop(inputs.crop_each(sizes))
     return serving_outputs(each, pixels, boxes)
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, "images"),

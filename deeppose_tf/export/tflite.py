@@ -77,8 +77,7 @@ def convert_tflite(casc: Cascade, height: int, width: int, quantize: str = "none
     raise ValueError("int8 quantization needs representative (image, box) pairs")
 
   # crop_and_resize is not a TFLite builtin: the same samples from gathers instead.
-  builtin = Cascade(casc.stages, casc.skeleton, casc.sigma, casc.input_size,
-                    crop=geometry.crop_builtin)
+  builtin = casc.with_crop(geometry.crop_builtin)
 
   def serve(image, box):
     boxes = resolve_boxes(box, tf.fill([1], height), tf.fill([1], width))
@@ -168,11 +167,14 @@ def export_tflite(workdir: str, output: str, quantize: str = "none",
 def sidecar_meta(casc: Cascade, height: int, width: int, quantize: str) -> dict:
   """What the .tflite file cannot tell about the cascade inside it, for `evaluate --tflite`
   to check against a workdir's config.json: skeleton, stages, input_size (the networks'
-  crop side), sigma (the refinement boxes, in torso diameters); and canvas [H, W] and
-  quantize for people."""
+  crop side), sigma (the refinement boxes, in torso diameters); and canvas [H, W], quantize
+  flip_test and reframe, reframe_grow (test-time flips and stage-1 reframing, inside the
+  graph) for people."""
   return {"skeleton": casc.skeleton.name, "stages": casc.num_stages,
           "input_size": int(casc.input_size), "sigma": float(casc.sigma),
-          "canvas": [int(height), int(width)], "quantize": quantize}
+          "canvas": [int(height), int(width)], "quantize": quantize,
+          "flip_test": casc.flip_test, "reframe": casc.reframe,
+          "reframe_grow": casc.reframe_grow}
 
 
 def write_sidecar(model_path: str, meta: dict) -> str:
