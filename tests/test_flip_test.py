@@ -148,6 +148,7 @@ def test_flip_tested_reframing_cascade_converts_to_builtin_tflite_with_the_same_
   np.testing.assert_allclose(got, want, atol=0.05)
 
 
+@pytest.mark.slow  # a SavedModel written and loaded in a fresh process: about 20 s
 def test_flip_tested_reframing_cascade_saves_as_a_saved_model_with_the_same_poses(tmp_path):
   import subprocess
   import sys
