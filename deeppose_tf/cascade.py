@@ -29,7 +29,7 @@ class Cascade:
 
   def __init__(self, stages: Sequence[keras.Model], skeleton: Skeleton, sigma: float,
                input_size: int, crop: Callable = geometry.crop, flip_test: bool = False,
-               reframe: int = 0, reframe_grow: float = 1.3):
+               reframe: int = 0, reframe_grow: float = geometry.FRAMING_GROW):
     """crop: geometry.crop, or geometry.crop_builtin for a TFLite graph (same samples).
     flip_test: every stage also sees the mirror of each crop and answers the mean of the two
     (test-time flip augmentation, as pose codebases evaluate); twice the network cost.
@@ -52,11 +52,21 @@ class Cascade:
     self.reframe_grow = float(reframe_grow)
     self._logit_nets = {}
 
+  @property
+  def inference_settings(self) -> dict:
+    """The inference options, as config.json, the TFLite sidecar and reports name them."""
+    return {"flip_test": self.flip_test, "reframe": self.reframe,
+            "reframe_grow": self.reframe_grow}
+
+  def _with(self, stages: Optional[Sequence[keras.Model]] = None,
+            crop: Optional[Callable] = None) -> "Cascade":
+    """This cascade with other stage networks or another crop, every setting kept."""
+    return Cascade(self.stages if stages is None else stages, self.skeleton, self.sigma,
+                   self.input_size, crop=crop or self.crop, **self.inference_settings)
+
   def with_crop(self, crop: Callable) -> "Cascade":
     """This cascade (same stages and settings) cutting its crops with `crop`."""
-    return Cascade(self.stages, self.skeleton, self.sigma, self.input_size, crop=crop,
-                   flip_test=self.flip_test, reframe=self.reframe,
-                   reframe_grow=self.reframe_grow)
+    return self._with(crop=crop)
 
   def _logits(self, net: keras.Model):
     """(logits sub-network, decoder layer) of a stage whose "joints" decode its "heatmaps"
@@ -159,7 +169,7 @@ class Cascade:
     if reframe is None:
       reframe = int(config.get("reframe", 0))
     if reframe_grow is None:
-      reframe_grow = float(config.get("reframe_grow", 1.3))
+      reframe_grow = float(config.get("reframe_grow", geometry.FRAMING_GROW))
     return cls(models, get_skeleton(config["skeleton"]), config["sigma"],
                config["input_size"], flip_test=flip_test, reframe=reframe,
                reframe_grow=reframe_grow).with_precision(precision)
@@ -168,9 +178,7 @@ class Cascade:
     """This cascade with every stage network computing in `precision` (same weights)."""
     if precision == "float32":
       return self
-    return Cascade([_model.with_precision(net, precision) for net in self.stages],
-                   self.skeleton, self.sigma, self.input_size, self.crop, self.flip_test,
-                   self.reframe, self.reframe_grow)
+    return self._with(stages=[_model.with_precision(net, precision) for net in self.stages])
 
 
 def displacement_stats(pred, true, visible, skeleton: Skeleton, sigma: float,

@@ -11,6 +11,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from deeppose_tf import geometry
 from deeppose_tf.model import ModelConfig
 from deeppose_tf.pipeline import AugmentConfig
 from deeppose_tf.skeleton import Skeleton
@@ -92,7 +93,7 @@ class Settings:
   # reframe), with that box this many times the pose's extent. Part of the cascade for the
   # same reason.
   reframe: int = 0
-  reframe_grow: float = 1.3
+  reframe_grow: float = geometry.FRAMING_GROW
 
   def __post_init__(self):
     if isinstance(self.skeleton, str):

@@ -136,8 +136,7 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
             "pcp": "strict PCP@0.5, mean over upper/lower arms (and legs), paper Table 1",
             "stages": summaries, "mean_pose": baseline, "boxes": boxes}
   if not tflite:
-    result.update(flip_test=casc.flip_test, reframe=casc.reframe,
-                  reframe_grow=casc.reframe_grow)
+    result.update(casc.inference_settings)
   if phases:
     result["phases"] = phases
   shown = phases + summaries  # table rows and curves

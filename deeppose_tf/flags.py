@@ -12,7 +12,7 @@ from absl import flags
 
 from deeppose_tf.config import Settings
 from deeppose_tf.data import datasets
-from deeppose_tf import backbones, heads, losses, optim, tompson
+from deeppose_tf import backbones, geometry, heads, losses, optim, tompson
 from deeppose_tf import model as model_lib
 from deeppose_tf.model import ModelConfig
 from deeppose_tf.pipeline import RECIPE_AUGMENT as RECIPE  # the augmentation defaults
@@ -169,9 +169,9 @@ def define_train_flags() -> None:
                    "(side --reframe_grow times their extent), so a person small in the given "
                    "box (the whole photo) is seen at the network's resolution. Costs N more "
                    "stage-1 passes; recorded in config.json like --flip_test.", lower_bound=0)
-  d.DEFINE_float("reframe_grow", 1.3, "--reframe's box side over the predicted joints' "
-                 "extent (longer side). 1.3 is LSP's framing: its people span about 0.76 of "
-                 "their image's longer side.", lower_bound=0.1)
+  d.DEFINE_float("reframe_grow", geometry.FRAMING_GROW, "--reframe's box side over the "
+                 "predicted joints' extent (longer side). 1.3 is LSP's framing: its people "
+                 "span about 0.76 of their image's longer side.", lower_bound=0.1)
   d.DEFINE_boolean("evaluate", True, "Evaluate the cascade on the test split at the end.")
   d.DEFINE_integer("eval_limit", 0, "Evaluate on at most this many test images (0 = all).")
   d.DEFINE_boolean("export", True, "Export the trained cascade as a TF Serving SavedModel "

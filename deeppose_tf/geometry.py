@@ -79,10 +79,15 @@ def joint_boxes(joints, diameter_indices, sigma):
   return tf.concat([joints, side, side], axis=-1)
 
 
-def framing_box(joints, boxes, grow, min_fraction=0.2):
+# The framing stage 1 is trained on: LSP's people span about 0.76 of their image's longer
+# side, so a box 1.3 times a person's extent frames them as training did.
+FRAMING_GROW = 1.3
+
+
+def framing_box(joints, boxes, grow=FRAMING_GROW, min_fraction=0.2):
   """The square box that frames a pose: centred on its joints' bounding box, of side `grow`
-  times that box's longer side (the framing a stage 1 was trained on: LSP's people span
-  about 0.76 of their image's longer side, so 1.3), at least `min_fraction` of the longer
+  times that box's longer side (FRAMING_GROW: the framing stage 1 was trained on), at
+  least `min_fraction` of the longer
   side of `boxes` (a pose collapsed onto a few pixels must not zoom into them).
 
   joints: (..., K, 2) image pixels; boxes: (..., 4) the boxes the pose was found in.

@@ -173,8 +173,7 @@ def sidecar_meta(casc: Cascade, height: int, width: int, quantize: str) -> dict:
   return {"skeleton": casc.skeleton.name, "stages": casc.num_stages,
           "input_size": int(casc.input_size), "sigma": float(casc.sigma),
           "canvas": [int(height), int(width)], "quantize": quantize,
-          "flip_test": casc.flip_test, "reframe": casc.reframe,
-          "reframe_grow": casc.reframe_grow}
+          **casc.inference_settings}
 
 
 def write_sidecar(model_path: str, meta: dict) -> str:
