@@ -1,7 +1,8 @@
 """One cascade stage from start to finish: prerequisites, data, fit, model, statistics.
 
 Stage s >= 2 needs stage s-1's model (for the displacement statistics it was trained on)
-and statistics; a stage is finished when both its model.keras and displacement.json exist.
+and statistics; a stage is finished when its model.keras exists and, unless it is the run's
+last stage, its displacement.json (workdir.is_finished).
 
 Multi-worker: every worker trains (the fit is collective); only the chief writes the model,
 the statistics and mean_pose.json. The statistics pass is not distributed: the chief runs
@@ -48,7 +49,11 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
 
   Every worker of a multi-worker strategy calls this with the same arguments."""
   chief = distribute.is_chief(strategy)
-  finished = workdir_lib.is_finished(workdir, stage)
+  # The last stage's statistics would only train a next stage: they are skipped (on LSPET
+  # with test-time flips the pass takes minutes), and computed from its model if the run is
+  # later resumed with more stages.
+  last = stage >= settings.num_stages
+  finished = workdir_lib.is_finished(workdir, stage, last=last)
   distribute.check_same_on_workers(strategy, finished, f"whether stage {stage} is finished")
   if finished:
     logging.info("stage %d is already trained in %s; skipping", stage, workdir)
@@ -171,13 +176,15 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
   if chief:
     workdir_lib.save_model(model, model_path)
     logging.info("stage %d model saved to %s", stage, model_path)
-    write_stats(workdir, stage, settings)
+    if not last:
+      write_stats(workdir, stage, settings)
   else:
     _save_on_worker(strategy, model, sdir)
   # The next stage (on every worker) reads these files: nobody goes on before they exist.
   distribute.barrier(strategy)
   if not chief:
-    distribute.wait_for_files([model_path, workdir_lib.stats_path(workdir, stage)])
+    distribute.wait_for_files([model_path] + ([] if last else
+                                              [workdir_lib.stats_path(workdir, stage)]))
   return True
 
 

@@ -3,7 +3,9 @@
   python -m deeppose_tf.train --flagfile=experiments/synthetic.flags
 
 Every stage resumes from its last checkpoint when rerun with the same --workdir; a finished
-stage (its model.keras and displacement.json exist) is skipped.
+stage (its model.keras, and its displacement.json unless it is the last) is skipped. The
+last stage's statistics are not computed (no later stage reads them); resuming with a larger
+--num_stages computes them first.
 
 --strategy=multi_worker: start this same command on every worker, each with its TF_CONFIG.
 All workers train; the chief alone prepares data, writes files and evaluates, while the

@@ -256,9 +256,13 @@ def load_model(path: str) -> keras.Model:
                      f"{str(e)[:300]}") from None
 
 
-def is_finished(workdir: str, stage: int) -> bool:
-  """A stage is finished when both its model and its displacement statistics exist."""
-  return os.path.exists(model_path(workdir, stage)) and os.path.exists(stats_path(workdir, stage))
+def is_finished(workdir: str, stage: int, last: bool = False) -> bool:
+  """A stage is finished when its model exists and, unless it is the run's last stage, its
+  displacement statistics too: only the next stage reads them. A run resumed with more stages
+  computes the old last stage's statistics then (stages.train_stage)."""
+  if not os.path.exists(model_path(workdir, stage)):
+    return False
+  return last or os.path.exists(stats_path(workdir, stage))
 
 
 # --------------------------------------------------------------------------------- lock

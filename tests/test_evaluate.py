@@ -37,10 +37,10 @@ def test_train_two_stages_then_evaluate_writes_the_report(tiny_data, tmp_path):
   for name in ("pdj_curves.png", "examples.png"):
     with Image.open(os.path.join(workdir, name)) as im:
       assert im.format == "PNG" and im.size[0] > 200
-  # Stage statistics exist for both stages and are finite.
-  for s in (1, 2):
-    stats = workdir_lib.load_stats(workdir, s)
-    assert np.all(np.isfinite(stats["cov"])) and len(stats["mean"]) == 14
+  # Stage 1's statistics (which trained stage 2) are finite; the last stage's are skipped.
+  stats = workdir_lib.load_stats(workdir, 1)
+  assert np.all(np.isfinite(stats["cov"])) and len(stats["mean"]) == 14
+  assert not os.path.exists(workdir_lib.stats_path(workdir, 2))
 
   # Training ends with a TF Serving SavedModel export (version 1).
   assert os.path.exists(os.path.join(workdir, "export", "1", "saved_model.pb"))

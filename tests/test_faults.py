@@ -99,7 +99,8 @@ def test_invalid_split_json_names_the_file(tmp_path):
 @pytest.mark.slow  # 24 s: CLI reruns; CI runs it in `pytest -m slow`
 def test_missing_statistics_are_recomputed_not_retrained(tiny_data, tmp_path):
   workdir = str(tmp_path / "run")
-  run = _train(workdir, tiny_data, "--num_stages=1", "--steps_per_stage=20",
+  # --stage=1 of a 2-stage run: stage 1 is not the last, so its statistics are written.
+  run = _train(workdir, tiny_data, "--num_stages=2", "--stage=1", "--steps_per_stage=20",
                "--stats_images=20", "--noevaluate")
   assert run.returncode == 0, run.stderr[-3000:]
   # 20 images, trimmed to the 90% smallest: under 20 displacements per joint, said aloud.
@@ -109,13 +110,41 @@ def test_missing_statistics_are_recomputed_not_retrained(tiny_data, tmp_path):
   model_sha, stats_before = _sha(model), json.load(open(stats))
   os.remove(stats)
   shutil.rmtree(workdir_lib.checkpoint_dir(workdir, 1))
-  again = _train(workdir, tiny_data, "--num_stages=1", "--steps_per_stage=20",
+  again = _train(workdir, tiny_data, "--num_stages=2", "--stage=1", "--steps_per_stage=20",
                  "--stats_images=20", "--noevaluate")
   assert again.returncode == 0, again.stderr[-3000:]
   assert "recomputing them" in again.stderr
   assert _sha(model) == model_sha  # the trained stage 1 was not overwritten
   np.testing.assert_allclose(json.load(open(stats))["mean"], stats_before["mean"], atol=1e-5)
   assert not os.path.exists(workdir_lib.checkpoint_dir(workdir, 1))  # nothing retrained
+
+
+@pytest.mark.slow  # about 40 s: three CLI runs
+def test_the_last_stage_skips_its_statistics_and_resume_adds_a_stage(tiny_data, tmp_path):
+  """The last stage's displacement statistics are not computed (no later stage reads them):
+  a finished 1-stage run has none, a rerun skips it, and a rerun with --num_stages=2 computes
+  them from the unchanged stage-1 model before it trains stage 2."""
+  workdir = str(tmp_path / "run")
+  flags = ["--steps_per_stage=20", "--stats_images=20", "--noevaluate"]
+  run = _train(workdir, tiny_data, "--num_stages=1", *flags)
+  assert run.returncode == 0, run.stderr[-3000:]
+  model, stats = workdir_lib.model_path(workdir, 1), workdir_lib.stats_path(workdir, 1)
+  assert os.path.exists(model) and not os.path.exists(stats)
+  assert "displacement (box sides" not in run.stderr  # no statistics pass ran
+  assert workdir_lib.is_finished(workdir, 1, last=True)
+  assert not workdir_lib.is_finished(workdir, 1)
+  model_sha = _sha(model)
+  again = _train(workdir, tiny_data, "--num_stages=1", *flags)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "stage 1 is already trained" in again.stderr
+  assert not os.path.exists(stats) and _sha(model) == model_sha
+  more = _train(workdir, tiny_data, "--num_stages=2", *flags)
+  assert more.returncode == 0, more.stderr[-3000:]
+  assert "recomputing them" in more.stderr
+  assert _sha(model) == model_sha  # stage 1 was not retrained
+  assert np.all(np.isfinite(workdir_lib.load_stats(workdir, 1)["cov"]))
+  assert os.path.exists(workdir_lib.model_path(workdir, 2))
+  assert not os.path.exists(workdir_lib.stats_path(workdir, 2))
 
 
 # ------------------------------------------------------------ hangs and silent results

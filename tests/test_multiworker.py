@@ -210,7 +210,9 @@ def test_train_cli_two_workers_two_stages(tiny_data, tmp_path):
   (_, _, chief_err), (_, _, worker_err) = _run_cluster(cmd, tmp_path, jobs=("chief", "worker"))
   for stage in (1, 2):
     assert os.path.exists(os.path.join(workdir, f"stage{stage}", "model.keras"))
-    assert os.path.exists(os.path.join(workdir, f"stage{stage}", "displacement.json"))
+    # Statistics for stage 1 only: the last stage's would train no later stage.
+    assert os.path.exists(os.path.join(workdir, f"stage{stage}", "displacement.json")) == (
+        stage == 1)
     assert f"stage {stage} model saved" in chief_err
     assert f"stage {stage} model saved" not in worker_err
     assert f"stage {stage} finished" in worker_err  # the worker trained it too
