@@ -190,4 +190,5 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  from deeppose_tf import cli
+  cli.run(main, "compare")

@@ -334,4 +334,5 @@ if __name__ == "__main__":
                       "empty: print the table only")
   flags.DEFINE_list("at_minutes", ["15", "30", "60", "120"], "wall minutes at which to "
                     "print each run's val PCP (its last point at or before them)")
-  app.run(main)
+  from deeppose_tf import cli
+  cli.run(main, "curves")

@@ -124,4 +124,5 @@ def _train(strategy, chief: bool, workdir: str, settings, data_dir: str, splits)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from deeppose_tf import cli
+  cli.run(main, "train")

@@ -86,4 +86,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from deeppose_tf import cli
+  cli.run(main, "export")

@@ -69,4 +69,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from deeppose_tf import cli
+  cli.run(main, "prepare")
