@@ -30,6 +30,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from deeppose_tf import atomic, cascade, geometry, metrics, predict, report, tompson
+from deeppose_tf.predict import framing
 from deeppose_tf import workdir as workdir_lib
 from deeppose_tf.data import records
 from deeppose_tf.skeleton import get_skeleton
@@ -42,7 +43,7 @@ def mean_pose_baseline(workdir: str, boxes: np.ndarray) -> np.ndarray:
                               boxes).numpy()
 
 
-BOXES = ("split", "detect")
+BOXES = ("split", "detect", "auto")
 
 
 def detector_recall(boxes, joints, visible, found) -> dict:
@@ -73,7 +74,8 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   boxes: "split" uses each record's initial box (the paper's protocol); "detect" the best
   box of OpenCV's HOG people detector (predict/detect.py; the whole image when it finds
   nobody), and the report adds the detector's recall: the fraction of images whose
-  detected box contains every annotated joint. flip_test, reframe, reframe_grow: None as
+  detected box contains every annotated joint; "auto" pose-guided framing (predict/framing.py:
+  the split's box, then the framing of each predicted pose while it moves). flip_test, reframe, reframe_grow: None as
   config.json says, else this evaluation's value (the Keras cascade only).
   """
   if boxes not in BOXES:
@@ -102,7 +104,10 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   os.makedirs(report_dir, exist_ok=True)
   skeleton = casc.skeleton
   box_fn, found = None, []
-  if boxes == "detect":
+  auto = {}
+  if boxes == "auto":
+    out = _auto_framed(casc, data_dir, split, limit, batch_size, num_examples, auto)
+  elif boxes == "detect":
     from deeppose_tf.predict import detect
     detector = detect.HogPeopleDetector()
 
@@ -111,9 +116,10 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
       found.append(len(people) > 0)
       return people[0] if len(people) else detect.full_box(*image.shape[:2])[0]
     box_fn = detected_box
-  out = predict.predict_split(casc, data_dir, split, limit=limit or None,
-                              batch_size=batch_size, keep_images=num_examples,
-                              desc=f"evaluate {split}", box_fn=box_fn)
+  if boxes != "auto":
+    out = predict.predict_split(casc, data_dir, split, limit=limit or None,
+                                batch_size=batch_size, keep_images=num_examples,
+                                desc=f"evaluate {split}", box_fn=box_fn)
   true, vis = out["joints"], out["visible"]
   summaries = []
   for s in range(casc.num_stages):
@@ -142,6 +148,8 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   shown = phases + summaries  # table rows and curves
   if boxes == "detect":
     result["detector"] = detector_recall(out["boxes"], true, vis, np.asarray(found))
+  if boxes == "auto":
+    result["auto_framing"] = auto
   atomic.write_text(os.path.join(report_dir, "report.json"),
                     json.dumps(_finite_or_none(result), indent=1, default=_json_default,
                                allow_nan=False))
@@ -161,10 +169,39 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
     d = result["detector"]
     print(f"person boxes: HOG people detector; a person found in {d['found']:.1%} of the "
           f"images, a box containing every annotated joint (recall) in {d['recall']:.1%}")
+  if boxes == "auto":
+    print(f"person boxes: pose-guided framing from the split's boxes, {auto['passes']} "
+          f"pass(es) after the first; boxes moved per pass: {auto['moved']}")
   print(report.pdj_table_text(shown, baseline))
   print()
   print(table_md)
   return result
+
+
+def _auto_framed(casc, data_dir, split, limit, batch_size, num_examples, info,
+                 passes: int = framing.AUTO_PASSES) -> dict:
+  """predict_split from the split's boxes, then up to `passes` more runs in which each
+  image's box is the framing of its previous pose (predict/framing.py, the same rule as
+  `predict --boxes=auto`); a box that settled keeps its pose. Fills info with the number of
+  passes and the boxes moved in each."""
+  out = predict.predict_split(casc, data_dir, split, limit=limit or None,
+                              batch_size=batch_size, keep_images=num_examples,
+                              desc=f"evaluate {split} (framing pass 1)")
+  info.update({"passes": 0, "moved": [], "settle_iou": framing.SETTLE_IOU})
+  for p in range(passes):
+    new, moved = framing.next_boxes(out["poses"][:, -1], out["boxes"])
+    info["moved"].append(int(moved.sum()))
+    if not moved.any():
+      break
+    used = iter(new)
+    again = predict.predict_split(casc, data_dir, split, limit=limit or None,
+                                  batch_size=batch_size, keep_images=num_examples,
+                                  desc=f"evaluate {split} (framing pass {p + 2})",
+                                  box_fn=lambda _image: next(used))
+    again["poses"] = np.where(moved[:, None, None, None], again["poses"], out["poses"])
+    out = again
+    info["passes"] = p + 1
+  return out
 
 
 def check_tflite_matches(lite, tflite: str, config: dict, workdir: str) -> None:
@@ -258,7 +295,9 @@ def define_flags() -> None:
                     "the Keras cascade's networks (what `export --precision` would ship).")
   flags.DEFINE_enum("boxes", "split", list(BOXES), "Person boxes: split = each record's "
                     "initial box (the paper's protocol); detect = OpenCV's HOG people "
-                    "detector's best box (reports its recall too).")
+                    "detector's best box (reports its recall too); auto = pose-guided "
+                    "framing: the split's box, then the framing of the predicted pose while "
+                    "it moves (predict --boxes=auto).")
   flags.DEFINE_string("report_dir", None, "Where the reports go (default: the workdir; with "
                       "--tflite, MODEL-report/ beside the .tflite file, or "
                       "WORKDIR/tflite-MODEL-report/ when that folder is not writable or is "
@@ -290,4 +329,5 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  from deeppose_tf import cli
+  cli.run(main, "evaluate")

@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from deeppose_tf.predict import detect, models
@@ -55,3 +56,46 @@ def test_predict_command_runs_the_bundled_model_by_default(tmp_path):
   assert rec["model"]["name"] == "deeppose-lsp-mobilenetv2-heatmap"
   assert list(rec["joints"]) == list(LSP14.joints)
   assert os.path.exists(os.path.join(out, "grace_hopper.pose.jpg"))
+
+
+def _still_video(path, frames=30, fps=30, seed=0):
+  """A still person filmed with a slightly shaking camera: grace_hopper.jpg shifted by 0-2 px
+  in x and y at each frame (the person moves as much in the image, small against the
+  model's jitter), through the mp4v codec's noise."""
+  import cv2
+  image = np.asarray(Image.open(_photo()).convert("RGB").resize((256, 300)))
+  rng = np.random.RandomState(seed)
+  h, w = image.shape[:2]
+  out = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w - 8, h - 8))
+  for _ in range(frames):
+    dx, dy = rng.randint(0, 3, 2)
+    out.write(cv2.cvtColor(np.ascontiguousarray(image[dy:dy + h - 8, dx:dx + w - 8]),
+                           cv2.COLOR_RGB2BGR))
+  out.release()
+
+
+@pytest.mark.slow  # about 30 s: the bundled model on 2 x 30 frames
+def test_smoothing_cuts_the_jitter_of_a_still_person(tmp_path):
+  pytest.importorskip("cv2", reason="videos need OpenCV (the [face] extra)")
+  from deeppose_tf.predict import track
+  video = str(tmp_path / "still.mp4")
+  _still_video(video)
+  joints = {}
+  for smooth in ("--smooth", "--nosmooth"):
+    out = str(tmp_path / smooth)
+    run = subprocess.run([sys.executable, "-m", "deeppose_tf.predict", video,
+                          f"--output={out}", smooth, "--nooverlay"], capture_output=True,
+                         text=True, env=subprocess_env(), cwd=REPO, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    recs = [json.loads(line) for line in open(os.path.join(out, "predictions.jsonl"))]
+    assert [r["track"] for r in recs] == [0] * 30 and [r["frame"] for r in recs] == list(
+        range(30))
+    joints[smooth] = np.asarray([r["joints_per_stage"][-1] for r in recs])
+  raw, smooth = track.jitter(joints["--nosmooth"]), track.jitter(joints["--smooth"])
+  print(f"jitter of a still person: raw {raw:.2f} px, smoothed {smooth:.2f} px, "
+        f"{raw / smooth:.1f}x")
+  assert raw > 1.0  # the model does jitter on this video, so the check can fail
+  # Measured 2026-12-06: raw 16.1 px, smoothed 6.8 px, 2.4x (2.1x with 0-4 px shifts). The
+  # issue's 3x holds for white noise of 3 px (test_track.py); this model's jitter is larger
+  # and correlated from frame to frame.
+  assert smooth * 1.5 <= raw

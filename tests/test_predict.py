@@ -147,6 +147,10 @@ def test_video_gives_json_lines_per_frame_and_an_annotated_video(workdir, tmp_pa
   assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
   cap.release()
   assert "5 video frames" in run.stdout
+  # One person (the whole frame) keeps one track id (predict/track.py; the smoothing is
+  # measured with the bundled model in test_bundled_model.py: this untrained model's pose
+  # does not move).
+  assert [r["track"] for r in recs] == [0] * 5
 
 
 def test_bad_inputs_are_named_the_batch_goes_on_and_exits_nonzero(workdir, photos, tmp_path):

@@ -2,6 +2,7 @@
 
   python -m deeppose_tf.predict photo.jpg                      # the bundled model
   python -m deeppose_tf.predict DIR "shots/*.png" clip.mp4 --boxes=detect --output=out
+  python -m deeppose_tf.predict small_person.jpg --boxes=auto  # the model finds the person
   python -m deeppose_tf.predict photo.jpg --model=runs/lspet   # a workdir, SavedModel or .tflite
 
 INPUT: image files, folders (their images and videos, not recursive), glob patterns, video
@@ -9,7 +10,8 @@ files (.mp4 .avi .mov .mkv .webm; needs OpenCV: pip install "deeppose_tf[face]")
 
 --output (default: predictions/) receives:
   predictions.jsonl   one JSON record per person, in input order:
-                      {"image": path, "frame": n (videos only), "overlay": its
+                      {"image": path, "frame": n and "track": the person's id across
+                       frames (videos only), "overlay": its
                        NAME.pose.jpg / .mp4 (with --overlay), "person": i, "box": [cx, cy,
                        w, h], "joints": {name: [x, y]}, "joints_per_stage": [[[x, y], ...]
                        per stage], "model": {"name", "version", "skeleton"}}
@@ -60,9 +62,19 @@ def define_flags() -> None:
                       "and annotated videos (created; locked while a run writes it; a run replaces the "
                       "previous run's predictions.jsonl and files of the same names).")
   flags.DEFINE_string("boxes", "full", "Person boxes: 'full' = the whole image (how LSP is "
-                      "evaluated; one person); 'detect' = OpenCV's HOG people detector, a "
-                      "pose per person found; or FILE.json = your boxes, {\"image name\": "
-                      "[[x, y, w, h], ...]} with (x, y) the top-left corner (COCO's layout).")
+                      "evaluated; one person); 'auto' = pose-guided framing, no detector: the "
+                      "whole image, then the square around the predicted pose while it moves "
+                      "(finds a person small in the frame; --auto_passes); 'detect' = OpenCV's "
+                      "HOG people detector, a pose per person found; or FILE.json = your "
+                      "boxes, {\"image name\": [[x, y, w, h], ...]} with (x, y) the top-left "
+                      "corner (COCO's layout).")
+  flags.DEFINE_integer("auto_passes", 2, "--boxes=auto: runs of the model after the first, "
+                       "each on the framing of the previous pose; fewer when the box settles "
+                       "(IoU >= 0.9 with the previous one).", lower_bound=0)
+  flags.DEFINE_boolean("smooth", True, "Videos: smooth each tracked person's joints over "
+                       "time (the 1 Euro filter, as MediaPipe does: still joints stop "
+                       "jittering, moving ones lag about a frame); --nosmooth writes the raw "
+                       "poses. Each video record has a \"track\" id either way.")
   flags.DEFINE_integer("batch_size", 8, "People per model call (Keras and SavedModel models; "
                        "a .tflite model runs one at a time).", lower_bound=1)
   flags.DEFINE_boolean("overlay", True, "Write NAME.pose.jpg / NAME.pose.mp4 with the poses.")
@@ -124,7 +136,7 @@ def _run(inputs):
         "no input to predict: every input is inside --output")
   try:
     user_boxes = None
-    if FLAGS.boxes not in ("full", "detect"):
+    if FLAGS.boxes not in ("full", "detect", "auto"):
       user_boxes = detect.read_user_boxes(FLAGS.boxes)
     folder = OutputFolder(FLAGS.output)  # before the model: a bad --output fails at once
   except ValueError as e:
@@ -136,7 +148,7 @@ def _run(inputs):
 
 
 def _predict_files(files, problems, folder, user_boxes):
-  from deeppose_tf.predict import detect, models
+  from deeppose_tf.predict import detect, framing, models
   from deeppose_tf.predict.output import OutputError, Writer
   from deeppose_tf.progress import Progress
   t0 = time.time()
@@ -187,6 +199,16 @@ def _predict_files(files, problems, folder, user_boxes):
       out.append(model.predict([image] * len(chunk), chunk))
     return np.concatenate(out)
 
+  def people_for(path, image):
+    """(boxes (P, 4), poses (P, S, K, 2), note): the boxes, refined by pose-guided framing
+    with --boxes=auto (predict/framing.py), and the cascade's poses in them."""
+    boxes, note = boxes_for(path, image)
+    if FLAGS.boxes == "auto" and len(boxes):
+      boxes, poses = framing.frame_by_pose(lambda b: poses_for(image, b), boxes,
+                                           passes=FLAGS.auto_passes)
+      return boxes, poses, note
+    return boxes, poses_for(image, boxes), note
+
   failed, images_done, frames_done = [], 0, 0
   first_latency = None
   bar = Progress("predict", len(files), unit="files")
@@ -194,11 +216,10 @@ def _predict_files(files, problems, folder, user_boxes):
   for n, path in enumerate(files):
     try:
       if path.lower().endswith(VIDEO_EXTS):
-        frames_done += _video(path, writer, boxes_for, poses_for, model)
+        frames_done += _video(path, writer, people_for, model)
       else:
         image = read_image(path)
-        boxes, note = boxes_for(path, image)
-        poses = poses_for(image, boxes)
+        boxes, poses, note = people_for(path, image)
         if first_latency is None:
           first_latency = time.time() - t0
         writer.records(path, boxes, poses, note=note)
@@ -244,20 +265,23 @@ def _predict_files(files, problems, folder, user_boxes):
     sys.exit(1)
 
 
-def _video(path, writer, boxes_for, poses_for, model) -> int:
+def _video(path, writer, people_for, model) -> int:
   from deeppose_tf import report
   from deeppose_tf.data.face_box import import_cv2
   cv2 = import_cv2()
   cap = cv2.VideoCapture(path)
   fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 25.0
   cap.release()
+  from deeppose_tf.predict.track import Tracker
+  fps = fps if fps and fps > 0 else 25.0  # OpenCV reports 0 for some streams
+  tracker = Tracker(smooth=FLAGS.smooth)  # one per video: ids and filters start afresh
   out = None
   n = 0
   try:
     for n, frame in enumerate(video_frames(path), start=1):
-      boxes, note = boxes_for(path, frame)
-      poses = poses_for(frame, boxes)
-      writer.records(path, boxes, poses, frame=n - 1, note=note)
+      boxes, poses, note = people_for(path, frame)
+      ids, poses = tracker.update(boxes, poses, t=(n - 1) / fps)
+      writer.records(path, boxes, poses, frame=n - 1, note=note, tracks=ids)
       if writer.overlay:
         if out is None:
           out = writer.video_writer(path, fps, (frame.shape[1], frame.shape[0]))
@@ -278,4 +302,5 @@ def _video(path, writer, boxes_for, poses_for, model) -> int:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  from deeppose_tf import cli
+  cli.run(main, "predict")

@@ -117,7 +117,10 @@ class Writer:
     except OSError as e:
       raise _write_failed(self.partial, e) from None
 
-  def records(self, path: str, boxes, poses, frame=None, note: Optional[str] = None) -> None:
+  def records(self, path: str, boxes, poses, frame=None, note: Optional[str] = None,
+              tracks=None) -> None:
+    """One JSON line per person (boxes (P, 4), poses (P, S, K, 2) image pixels), or one
+    "no person found" line; tracks (P,) the people's track ids in a video."""
     meta = {"name": self.model.name, "version": self.model.version,
             "skeleton": self.model.skeleton.name}
     names = self.model.skeleton.joints
@@ -132,6 +135,8 @@ class Writer:
       self._write_line(rec)
     for i, (box, pose) in enumerate(zip(boxes, poses)):
       rec = dict(where)
+      if tracks is not None:
+        rec["track"] = int(tracks[i])
       rec.update({"person": i, "box": [round(float(v), 2) for v in box],
                   "joints": {n: [round(float(x), 2), round(float(y), 2)]
                              for n, (x, y) in zip(names, pose[-1])},
