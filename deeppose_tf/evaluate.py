@@ -187,9 +187,11 @@ def _auto_framed(casc, data_dir, split, limit, batch_size, num_examples, info,
   out = predict.predict_split(casc, data_dir, split, limit=limit or None,
                               batch_size=batch_size, keep_images=num_examples,
                               desc=f"evaluate {split} (framing pass 1)")
-  info.update({"passes": 0, "moved": [], "settle_iou": framing.SETTLE_IOU})
+  info.update({"passes": 0, "moved": [], "settle_iou": framing.SETTLE_IOU,
+               "min_fraction": framing.MIN_FRACTION})
+  outer = out["boxes"]
   for p in range(passes):
-    new, moved = framing.next_boxes(out["poses"][:, -1], out["boxes"])
+    new, moved = framing.next_boxes(out["poses"][:, -1], out["boxes"], outer)
     info["moved"].append(int(moved.sum()))
     if not moved.any():
       break

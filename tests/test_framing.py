@@ -69,6 +69,18 @@ def test_frame_by_pose_zooms_in_on_a_small_person_and_stops_when_settled():
   assert boxes[0, 2] == boxes[0, 3] < 200
 
 
+def test_a_collapsed_pose_never_zooms_below_a_tenth_of_the_image():
+  """A pose on one point (an untrained model's, or a lost person's) frames the smallest box,
+  a tenth of the image's longer side, however many passes or frames continue from it."""
+  point = lambda boxes: np.broadcast_to(  # noqa: E731
+      boxes[:, None, None, :2], (len(boxes), 2, 14, 2)).copy()
+  image = np.float32([400, 300, 800, 600])
+  boxes, _ = framing.frame_by_pose(point, image[None], passes=3)
+  for _ in range(5):  # video frames, each starting from the previous frame's box
+    boxes, _ = framing.frame_by_pose(point, boxes, outer=image, passes=3)
+  np.testing.assert_allclose(boxes, [[400, 300, 80, 80]])
+
+
 def test_frame_by_pose_reruns_only_the_people_whose_box_moved():
   person = np.float32([[100, 100], [110, 150]])
   calls = []
@@ -137,7 +149,7 @@ def test_evaluate_auto_records_its_passes(workdir, tmp_path):
       info["moved"][0] == 6
 
 
-def test_predict_auto_matches_the_library_and_zero_passes_is_full(workdir, tmp_path):
+def test_predict_default_auto_matches_the_library_and_zero_passes_is_full(workdir, tmp_path):
   from deeppose_tf.data import synthetic
   rec = next(iter(synthetic.generate(1, seed=7)))
   photo = tmp_path / "p.jpg"
@@ -146,7 +158,7 @@ def test_predict_auto_matches_the_library_and_zero_passes_is_full(workdir, tmp_p
   for passes in (0, 2):
     out = str(tmp_path / f"out{passes}")
     run = subprocess.run([sys.executable, "-m", "deeppose_tf.predict", str(photo),
-                          f"--model={workdir}", f"--output={out}", "--boxes=auto",
+                          f"--model={workdir}", f"--output={out}",  # --boxes=auto: default
                           f"--auto_passes={passes}", "--nooverlay"], capture_output=True,
                          text=True, env=subprocess_env(), cwd=REPO, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -58,7 +58,7 @@ def _records(out):
 
 def test_folder_of_photos_with_a_workdir_model(workdir, photos, tmp_path):
   out = str(tmp_path / "out")
-  run = _predict(photos, f"--model={workdir}", f"--output={out}", "--coco")
+  run = _predict(photos, f"--model={workdir}", f"--output={out}", "--coco", "--boxes=full")
   assert run.returncode == 0, run.stderr[-3000:]
   recs = _records(out)
   assert [os.path.basename(r["image"]) for r in recs] == ["person0.jpg", "person1.jpg",

@@ -61,13 +61,17 @@ def define_flags() -> None:
   flags.DEFINE_string("output", "predictions", "Folder for predictions.jsonl, the overlays "
                       "and annotated videos (created; locked while a run writes it; a run replaces the "
                       "previous run's predictions.jsonl and files of the same names).")
-  flags.DEFINE_string("boxes", "full", "Person boxes: 'full' = the whole image (how LSP is "
-                      "evaluated; one person); 'auto' = pose-guided framing, no detector: the "
-                      "whole image, then the square around the predicted pose while it moves "
-                      "(finds a person small in the frame; --auto_passes); 'detect' = OpenCV's "
+  flags.DEFINE_string("boxes", "auto", "Person boxes: 'auto' (default) = pose-guided framing, "
+                      "no detector: the whole image, then the square around the predicted pose "
+                      "while it moves (one person; finds a person small in the frame; "
+                      "--auto_passes); 'full' = the whole image (how LSP is evaluated; one "
+                      "person); 'detect' = OpenCV's "
                       "HOG people detector, a pose per person found; or FILE.json = your "
                       "boxes, {\"image name\": [[x, y, w, h], ...]} with (x, y) the top-left "
                       "corner (COCO's layout).")
+  flags.DEFINE_integer("refresh_every", 30, "Videos with --boxes=auto: a frame starts from "
+                       "the previous frame's box, and from the whole frame every this many "
+                       "frames.", lower_bound=1)
   flags.DEFINE_integer("auto_passes", 2, "--boxes=auto: runs of the model after the first, "
                        "each on the framing of the previous pose; fewer when the box settles "
                        "(IoU >= 0.9 with the previous one).", lower_bound=0)
@@ -199,12 +203,18 @@ def _predict_files(files, problems, folder, user_boxes):
       out.append(model.predict([image] * len(chunk), chunk))
     return np.concatenate(out)
 
-  def people_for(path, image):
+  def people_for(path, image, start=None):
     """(boxes (P, 4), poses (P, S, K, 2), note): the boxes, refined by pose-guided framing
-    with --boxes=auto (predict/framing.py), and the cascade's poses in them."""
-    boxes, note = boxes_for(path, image)
+    with --boxes=auto (predict/framing.py), and the cascade's poses in them. start: with
+    --boxes=auto, boxes to start from instead of the whole image (a video's previous
+    frame)."""
+    if FLAGS.boxes == "auto" and start is not None and len(start):
+      boxes, note = np.asarray(start, np.float32).reshape(-1, 4), None
+    else:
+      boxes, note = boxes_for(path, image)
     if FLAGS.boxes == "auto" and len(boxes):
       boxes, poses = framing.frame_by_pose(lambda b: poses_for(image, b), boxes,
+                                           outer=detect.full_box(*image.shape[:2])[0],
                                            passes=FLAGS.auto_passes)
       return boxes, poses, note
     return boxes, poses_for(image, boxes), note
@@ -277,9 +287,14 @@ def _video(path, writer, people_for, model) -> int:
   tracker = Tracker(smooth=FLAGS.smooth)  # one per video: ids and filters start afresh
   out = None
   n = 0
+  boxes = None
   try:
     for n, frame in enumerate(video_frames(path), start=1):
-      boxes, poses, note = people_for(path, frame)
+      # --boxes=auto: each frame starts from the previous frame's box, as MediaPipe's
+      # tracking does, and from the whole frame every --refresh_every frames (a person who
+      # left the box is found again).
+      fresh = boxes is None or (n - 1) % FLAGS.refresh_every == 0
+      boxes, poses, note = people_for(path, frame, start=None if fresh else boxes)
       ids, poses = tracker.update(boxes, poses, t=(n - 1) / fps)
       writer.records(path, boxes, poses, frame=n - 1, note=note, tracks=ids)
       if writer.overlay:
