@@ -67,12 +67,13 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
         tflite: Optional[str] = None, report_dir: Optional[str] = None,
         precision: str = "float32", num_stages: Optional[int] = None,
         boxes: str = "split", flip_test: Optional[bool] = None,
-        reframe: Optional[int] = None, reframe_grow: Optional[float] = None) -> dict:
+        reframe: Optional[int] = None, reframe_grow: Optional[float] = None,
+        detector=None) -> dict:
   """Evaluates the cascade in `workdir` (stages 1..num_stages, default all of config.json's;
   or the .tflite file `tflite` made from it); returns the report dict.
 
   boxes: "split" uses each record's initial box (the paper's protocol); "detect" the best
-  box of OpenCV's HOG people detector (predict/detect.py; the whole image when it finds
+  box of `detector` (predict/detectors.py; default OpenCV's HOG; the whole image when it finds
   nobody), and the report adds the detector's recall: the fraction of images whose
   detected box contains every annotated joint; "auto" pose-guided framing (predict/framing.py:
   the split's box, then the framing of each predicted pose while it moves). flip_test, reframe, reframe_grow: None as
@@ -108,11 +109,11 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   if boxes == "auto":
     out = _auto_framed(casc, data_dir, split, limit, batch_size, num_examples, auto)
   elif boxes == "detect":
-    from deeppose_tf.predict import detect
-    detector = detect.HogPeopleDetector()
+    from deeppose_tf.predict import detect, detectors
+    detector = detector or detectors.make_detector("hog")
 
     def detected_box(image):
-      people = detector.detect(image)
+      people = detector.detect(image)[0]
       found.append(len(people) > 0)
       return people[0] if len(people) else detect.full_box(*image.shape[:2])[0]
     box_fn = detected_box
@@ -148,6 +149,7 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   shown = phases + summaries  # table rows and curves
   if boxes == "detect":
     result["detector"] = detector_recall(out["boxes"], true, vis, np.asarray(found))
+    result["detector"]["name"] = detector.name
   if boxes == "auto":
     result["auto_framing"] = auto
   atomic.write_text(os.path.join(report_dir, "report.json"),
@@ -167,7 +169,7 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   print(f"\nEvaluation on {split} ({len(true)} images), {what} (reports in {report_dir}):")
   if boxes == "detect":
     d = result["detector"]
-    print(f"person boxes: HOG people detector; a person found in {d['found']:.1%} of the "
+    print(f"person boxes: {d['name']} detector's best; a person found in {d['found']:.1%} of the "
           f"images, a box containing every annotated joint (recall) in {d['recall']:.1%}")
   if boxes == "auto":
     print(f"person boxes: pose-guided framing from the split's boxes, {auto['passes']} "
@@ -296,8 +298,8 @@ def define_flags() -> None:
   flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "Compute precision of "
                     "the Keras cascade's networks (what `export --precision` would ship).")
   flags.DEFINE_enum("boxes", "split", list(BOXES), "Person boxes: split = each record's "
-                    "initial box (the paper's protocol); detect = OpenCV's HOG people "
-                    "detector's best box (reports its recall too); auto = pose-guided "
+                    "initial box (the paper's protocol); detect = the best box of "
+                    "--detector (reports its recall too); auto = pose-guided "
                     "framing: the split's box, then the framing of the predicted pose while "
                     "it moves (predict --boxes=auto).")
   flags.DEFINE_string("report_dir", None, "Where the reports go (default: the workdir; with "
@@ -313,6 +315,8 @@ def define_flags() -> None:
   flags.DEFINE_float("reframe_grow", None, "Box side over the pose's extent for --reframe "
                      "(train --reframe_grow); default: the workdir's.", lower_bound=0.1)
   # The names before the flags were unified across commands.
+  from deeppose_tf.predict import detectors
+  detectors.define_flags()
   flags.DEFINE_alias("split", "eval_split")
   flags.DEFINE_alias("limit", "eval_limit")
   flags.DEFINE_alias("batch_size", "eval_batch_size")
@@ -326,7 +330,13 @@ def main(argv):
       tflite=FLAGS.tflite, report_dir=FLAGS.report_dir, precision=FLAGS.precision,
       boxes=FLAGS.boxes,
       flip_test=None if FLAGS.flip_test == "workdir" else FLAGS.flip_test == "true",
-      reframe=FLAGS.reframe, reframe_grow=FLAGS.reframe_grow)
+      reframe=FLAGS.reframe, reframe_grow=FLAGS.reframe_grow,
+      detector=None if FLAGS.boxes != "detect" else _detector_from_flags())
+
+
+def _detector_from_flags():
+  from deeppose_tf.predict import detectors
+  return detectors.from_flags()
 
 
 if __name__ == "__main__":

@@ -65,13 +65,14 @@ def define_flags() -> None:
                       "no detector: the whole image, then the square around the predicted pose "
                       "while it moves (one person; finds a person small in the frame; "
                       "--auto_passes); 'full' = the whole image (how LSP is evaluated; one "
-                      "person); 'detect' = OpenCV's "
-                      "HOG people detector, a pose per person found; or FILE.json = your "
+                      "person); 'detect' = a person detector (--detector, default OpenCV's "
+                      "HOG people detector), a pose per person found; or FILE.json = your "
                       "boxes, {\"image name\": [[x, y, w, h], ...]} with (x, y) the top-left "
                       "corner (COCO's layout).")
-  flags.DEFINE_integer("refresh_every", 30, "Videos with --boxes=auto: a frame starts from "
-                       "the previous frame's box, and from the whole frame every this many "
-                       "frames.", lower_bound=1)
+  flags.DEFINE_integer("refresh_every", 30, "Videos with --boxes=auto or detect: a frame "
+                       "starts from the previous frame's boxes, framed on its poses, and from "
+                       "the whole frame or the detector every this many frames.",
+                       lower_bound=1)
   flags.DEFINE_integer("auto_passes", 2, "--boxes=auto: runs of the model after the first, "
                        "each on the framing of the previous pose; fewer when the box settles "
                        "(IoU >= 0.9 with the previous one).", lower_bound=0)
@@ -81,6 +82,8 @@ def define_flags() -> None:
                        "poses. Each video record has a \"track\" id either way.")
   flags.DEFINE_integer("batch_size", 8, "People per model call (Keras and SavedModel models; "
                        "a .tflite model runs one at a time).", lower_bound=1)
+  from deeppose_tf.predict import detectors
+  detectors.define_flags()
   flags.DEFINE_boolean("overlay", True, "Write NAME.pose.jpg / NAME.pose.mp4 with the poses.")
   flags.DEFINE_boolean("coco", False, "Also write keypoints_coco.json (COCO results layout).")
   flags.DEFINE_integer("num_threads", 2, "Threads of the TFLite interpreter.", lower_bound=1)
@@ -138,6 +141,8 @@ def _run(inputs):
     raise _Setup("no input to predict: " + "; ".join(
         f"{display_path(a)}: {p}" for a, p in problems) if problems else
         "no input to predict: every input is inside --output")
+  if FLAGS.detector_model and not FLAGS["boxes"].present:
+    FLAGS.boxes = "detect"  # a detector given: its boxes, not pose-guided framing
   try:
     user_boxes = None
     if FLAGS.boxes not in ("full", "detect", "auto"):
@@ -152,13 +157,14 @@ def _run(inputs):
 
 
 def _predict_files(files, problems, folder, user_boxes):
-  from deeppose_tf.predict import detect, framing, models
+  from deeppose_tf.predict import detect, detectors, framing, models
   from deeppose_tf.predict.output import OutputError, Writer
   from deeppose_tf.progress import Progress
   t0 = time.time()
   try:
     model = models.load(FLAGS.model, num_threads=FLAGS.num_threads)
-    detector = detect.HogPeopleDetector() if FLAGS.boxes == "detect" else None
+    detector = (detectors.from_flags(num_threads=FLAGS.num_threads)
+                if FLAGS.boxes == "detect" else None)
   except ValueError as e:
     raise _Setup(str(e)) from None
   load_s = time.time() - t0
@@ -173,7 +179,7 @@ def _predict_files(files, problems, folder, user_boxes):
   def boxes_for(path, image):
     """The usable boxes (P, 4) of an image, and a note when none is left."""
     if detector is not None:
-      boxes, source = detector.detect(image), "detected box"
+      boxes, source = detector.detect(image)[0], f"--detector={FLAGS.detector} box"
     elif user_boxes is not None:
       boxes, source = detect.lookup_boxes(user_boxes, path), f"--boxes={FLAGS.boxes} box"
       if boxes is None:
@@ -208,11 +214,12 @@ def _predict_files(files, problems, folder, user_boxes):
     with --boxes=auto (predict/framing.py), and the cascade's poses in them. start: with
     --boxes=auto, boxes to start from instead of the whole image (a video's previous
     frame)."""
-    if FLAGS.boxes == "auto" and start is not None and len(start):
+    tracking = start is not None and len(start) and FLAGS.boxes in ("auto", "detect")
+    if tracking:
       boxes, note = np.asarray(start, np.float32).reshape(-1, 4), None
     else:
       boxes, note = boxes_for(path, image)
-    if FLAGS.boxes == "auto" and len(boxes):
+    if (FLAGS.boxes == "auto" or tracking) and len(boxes):
       boxes, poses = framing.frame_by_pose(lambda b: poses_for(image, b), boxes,
                                            outer=detect.full_box(*image.shape[:2])[0],
                                            passes=FLAGS.auto_passes)
@@ -290,9 +297,10 @@ def _video(path, writer, people_for, model) -> int:
   boxes = None
   try:
     for n, frame in enumerate(video_frames(path), start=1):
-      # --boxes=auto: each frame starts from the previous frame's box, as MediaPipe's
-      # tracking does, and from the whole frame every --refresh_every frames (a person who
-      # left the box is found again).
+      # --boxes=auto or detect: each frame starts from the previous frame's boxes, framed
+      # on the poses found there, as MediaPipe's tracking does; every --refresh_every frames
+      # it starts afresh from the whole frame or the detector (a person who left the box,
+      # or who came in, is found).
       fresh = boxes is None or (n - 1) % FLAGS.refresh_every == 0
       boxes, poses, note = people_for(path, frame, start=None if fresh else boxes)
       ids, poses = tracker.update(boxes, poses, t=(n - 1) / fps)

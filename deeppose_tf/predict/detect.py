@@ -39,7 +39,9 @@ def full_box(height: int, width: int) -> np.ndarray:
 
 
 class HogPeopleDetector:
-  """detect(image uint8 (h, w, 3) RGB) -> (P, 4) boxes, best first, P >= 0."""
+  """detect(image uint8 (h, w, 3) RGB) -> (P, 4) boxes, best first, P >= 0.
+  detect_scored(image) -> (those boxes, their (P,) SVM margins); candidates(image) -> every
+  window before threshold and NMS (predict.detectors' `hog` uses it)."""
 
   def __init__(self):
     from deeppose_tf.data.face_box import import_cv2
@@ -47,7 +49,9 @@ class HogPeopleDetector:
     self._hog = cv2.HOGDescriptor()
     self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
-  def detect(self, image: np.ndarray) -> np.ndarray:
+  def candidates(self, image: np.ndarray):
+    """All of HOG's windows: (N, 4) (cx, cy, w, h) image pixels, un-grown, and (N,) SVM
+    margins, in no order, before threshold and NMS."""
     cv2 = self._cv2
     pad = int(round(BORDER * max(image.shape[:2])))
     gray = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
@@ -58,19 +62,28 @@ class HogPeopleDetector:
       gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))),
                         interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA)
     if min(gray.shape) < 128:
-      return np.zeros((0, 4), np.float32)
+      return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
     rects, scores = self._hog.detectMultiScale(gray, winStride=(8, 8), padding=(16, 16),
                                                scale=HOG_SCALE)
     if len(rects) == 0:
-      return np.zeros((0, 4), np.float32)
+      return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
     scores = np.asarray(scores, np.float32).reshape(-1)
-    keep = cv2.dnn.NMSBoxes([list(map(int, r)) for r in rects], scores.tolist(),
-                            HOG_MIN_SCORE, NMS_OVERLAP)
-    keep = np.asarray(keep, np.int64).reshape(-1)
-    keep = keep[np.argsort(-scores[keep])]
-    x, y, bw, bh = (np.asarray(rects, np.float32)[keep] / scale).T
-    return np.stack([x + bw / 2 - pad, y + bh / 2 - pad, bw * BOX_GROWTH, bh * BOX_GROWTH],
-                    -1).astype(np.float32)
+    x, y, bw, bh = (np.asarray(rects, np.float32).reshape(-1, 4) / scale).T
+    return (np.stack([x + bw / 2 - pad, y + bh / 2 - pad, bw, bh], -1).astype(np.float32),
+            scores)
+
+  def detect_scored(self, image: np.ndarray):
+    from deeppose_tf.predict.detectors import grow_boxes, nms
+    boxes, scores = self.candidates(image)
+    keep = scores >= HOG_MIN_SCORE
+    boxes, scores = boxes[keep], scores[keep]
+    best = np.asarray([g[0] for g in nms(boxes, scores, NMS_OVERLAP)], np.int64)
+    if not len(best):
+      return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+    return grow_boxes(boxes[best], BOX_GROWTH), scores[best]
+
+  def detect(self, image: np.ndarray) -> np.ndarray:
+    return self.detect_scored(image)[0]
 
 
 # A box may reach past the image (a person at its edge, a grown detector box) but not be far
