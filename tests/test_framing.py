@@ -21,10 +21,12 @@ SIZE = 67
 
 
 def test_box_iou():
+  from deeppose_tf.predict.detect import iou
   a = np.float32([[10, 10, 20, 20]])
-  assert framing.box_iou(a, a)[0] == pytest.approx(1.0)
-  assert framing.box_iou(a, [[30, 10, 20, 20]])[0] == 0.0  # touching edges
-  assert framing.box_iou(a, [[15, 10, 20, 20]])[0] == pytest.approx(15 * 20 / (2 * 400 - 15 * 20))  # 5 px apart
+  assert iou(a, a)[0, 0] == pytest.approx(1.0)
+  assert iou(a, [[30, 10, 20, 20]])[0, 0] == 0.0  # touching edges
+  got = iou(a, [[15, 10, 20, 20], [10, 10, 20, 20]])  # 5 px apart; the same box
+  np.testing.assert_allclose(got, [[15 * 20 / (2 * 400 - 15 * 20), 1.0]])
 
 
 def test_next_boxes_frames_the_pose_and_keeps_settled_or_broken_ones():

@@ -86,6 +86,23 @@ class HogPeopleDetector:
     return self.detect_scored(image)[0]
 
 
+def iou(a, b) -> np.ndarray:
+  """Intersection over union of boxes a (N, 4) and b (M, 4), (cx, cy, w, h) pixels ->
+  (N, M); 0 for empty or non-finite boxes."""
+  a = np.asarray(a, np.float64).reshape(-1, 4)
+  b = np.asarray(b, np.float64).reshape(-1, 4)
+  a_half, b_half = np.abs(a[:, None, 2:]) / 2, np.abs(b[None, :, 2:]) / 2
+  lo = np.maximum(a[:, None, :2] - a_half, b[None, :, :2] - b_half)
+  hi = np.minimum(a[:, None, :2] + a_half, b[None, :, :2] + b_half)
+  side = np.clip(hi - lo, 0, None)
+  inter = side[..., 0] * side[..., 1]
+  union = (np.prod(np.abs(a[:, 2:]), 1)[:, None] + np.prod(np.abs(b[:, 2:]), 1)[None, :]
+           - inter)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    out = np.where(union > 0, inter / union, 0.0)
+  return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 # A box may reach past the image (a person at its edge, a grown detector box) but not be far
 # larger than it: joints regressed in a box 1e6 px wide land near 500,000 px.
 MAX_BOX_SIDE = 4.0  # times the image's longer side

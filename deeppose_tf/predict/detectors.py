@@ -84,13 +84,6 @@ _SCORE_CLIP = 100.0  # MediaPipe clips BlazePose's logits to +-100 before the si
 
 # ------------------------------------------------------------------------------- helpers
 
-def corners(boxes: np.ndarray) -> np.ndarray:
-  """(N, 4) (cx, cy, w, h) -> (N, 4) (x0, y0, x1, y1), same frame."""
-  boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-  half = boxes[:, 2:] / 2
-  return np.concatenate([boxes[:, :2] - half, boxes[:, :2] + half], 1)
-
-
 def centre_boxes(xyxy: np.ndarray) -> np.ndarray:
   """(N, 4) (x0, y0, x1, y1) -> (N, 4) (cx, cy, w, h), same frame."""
   xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
@@ -105,19 +98,14 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> List[np.
   rest the boxes it suppresses (IoU > iou_threshold with it). Hard NMS keeps
   [g[0] for g in groups]; weighted NMS (MediaPipe's) averages each group by score.
   """
-  xyxy = corners(boxes).astype(np.float64)
+  from deeppose_tf.predict.detect import iou
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
   scores = np.asarray(scores, np.float64).reshape(-1)
-  area = np.maximum(xyxy[:, 2] - xyxy[:, 0], 0) * np.maximum(xyxy[:, 3] - xyxy[:, 1], 0)
   left = np.argsort(-scores, kind="stable")
   groups = []
   while left.size:
     best, rest = left[0], left[1:]
-    lo = np.maximum(xyxy[best, :2], xyxy[rest, :2])
-    hi = np.minimum(xyxy[best, 2:], xyxy[rest, 2:])
-    inter = np.prod(np.maximum(hi - lo, 0), axis=1)
-    union = area[best] + area[rest] - inter
-    iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0)
-    same = iou > iou_threshold
+    same = iou(boxes[best], boxes[rest])[0] > iou_threshold
     groups.append(np.concatenate([[best], rest[same]]).astype(np.int64))
     left = rest[~same]
   return groups

@@ -17,6 +17,7 @@ from typing import Callable, Tuple
 import numpy as np
 
 from deeppose_tf import geometry
+from deeppose_tf.predict.detect import iou
 
 # Passes after the first. Measured on pasted LSPET val photos (BUILD.md, "Small people"):
 # most boxes settle after one or two.
@@ -29,16 +30,6 @@ SETTLE_IOU = 0.9
 # pass (or frame after frame in a video). A tenth lets a person a seventh of the image's
 # side be framed at the 1.3x of training.
 MIN_FRACTION = 0.1
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  """IoU of boxes a, b (..., 4) (cx, cy, w, h) -> (...)."""
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  lo = np.maximum(a[..., :2] - a[..., 2:] / 2, b[..., :2] - b[..., 2:] / 2)
-  hi = np.minimum(a[..., :2] + a[..., 2:] / 2, b[..., :2] + b[..., 2:] / 2)
-  inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
-  union = np.prod(a[..., 2:], -1) + np.prod(b[..., 2:], -1) - inter
-  return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def next_boxes(poses: np.ndarray, boxes: np.ndarray, outer=None,
@@ -59,7 +50,7 @@ def next_boxes(poses: np.ndarray, boxes: np.ndarray, outer=None,
                                                       boxes.shape)
   framed = geometry.framing_box(poses, outer, grow, min_fraction).numpy()
   ok = np.isfinite(framed).all(-1) & np.isfinite(poses).all((-1, -2))
-  moved = ok & (box_iou(framed, boxes) < settle_iou)
+  moved = ok & (np.diagonal(iou(framed, boxes)) < settle_iou)
   return np.where(moved[:, None], framed, boxes).astype(np.float32), moved
 
 

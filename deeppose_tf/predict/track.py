@@ -24,6 +24,8 @@ from typing import Optional
 
 import numpy as np
 
+from deeppose_tf.predict.detect import iou  # noqa: F401 - also track.iou
+
 # The defaults, for joints in pixels of a person whose box measures REF_SCALE pixels
 # ((w + h) / 2, MediaPipe's object scale). The targets (tests/test_track.py, 30 fps): on a
 # still person with 3 px Gaussian noise the jitter cut at least 3x (measured 5.4x); on one
@@ -168,23 +170,6 @@ class OneEuroFilter:
     self._raw = np.where(seen, x, self._raw)
     self._t = np.where(seen, t, self._t)
     return np.where(seen, self._x, np.nan)
-
-
-def iou(a, b) -> np.ndarray:
-  """Intersection over union of boxes a (N, 4) and b (M, 4), (cx, cy, w, h) pixels ->
-  (N, M); 0 for empty or non-finite boxes."""
-  a = np.asarray(a, np.float64).reshape(-1, 4)
-  b = np.asarray(b, np.float64).reshape(-1, 4)
-  a_half, b_half = np.abs(a[:, None, 2:]) / 2, np.abs(b[None, :, 2:]) / 2
-  lo = np.maximum(a[:, None, :2] - a_half, b[None, :, :2] - b_half)
-  hi = np.minimum(a[:, None, :2] + a_half, b[None, :, :2] + b_half)
-  side = np.clip(hi - lo, 0, None)
-  inter = side[..., 0] * side[..., 1]
-  union = (np.prod(np.abs(a[:, 2:]), 1)[:, None] + np.prod(np.abs(b[:, 2:]), 1)[None, :]
-           - inter)
-  with np.errstate(invalid="ignore", divide="ignore"):
-    out = np.where(union > 0, inter / union, 0.0)
-  return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 class _Track:
