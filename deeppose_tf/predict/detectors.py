@@ -178,9 +178,10 @@ def _open_interpreter(kind: str, path: Optional[str], num_threads: int):
 
 
 def _not_kind(kind: str, path: str, expected: str, interpreter) -> ValueError:
-  got_in = [(list(d["shape_signature"]), d["dtype"].__name__)
-            for d in interpreter.get_input_details()]
-  got_out = [list(d["shape_signature"]) for d in interpreter.get_output_details()]
+  def shape(d):
+    return "[" + ", ".join(str(int(v)) for v in d["shape_signature"]) + "]"
+  got_in = ", ".join(f"{shape(d)} {d['dtype'].__name__}" for d in interpreter.get_input_details())
+  got_out = ", ".join(shape(d) for d in interpreter.get_output_details())
   return ValueError(f"{_flag(path)} is not a {kind} detector: expected {expected}; it has "
                     f"inputs {got_in} and outputs {got_out}")
 
