@@ -283,20 +283,17 @@ def define_flags() -> None:
   Names shared with train (--workdir, --data_dir, --eval_*, --precision) mean the same."""
   flags.DEFINE_string("workdir", None, "Workdir of a trained cascade (python -m "
                       "deeppose_tf.train --workdir=...).")
-  flags.DEFINE_string("eval_split", "test", "Split to evaluate: test (synthetic, lsp, flic) "
-                      "or val (lspet).")
   flags.DEFINE_string("data_dir", None, "Folder of prepared TFRecords; default: the one "
                       "training used (config.json).")
-  flags.DEFINE_integer("eval_limit", 0, "Evaluate at most this many images (0 = all).",
-                       lower_bound=0)
-  flags.DEFINE_integer("eval_batch_size", 16, "Images per batch (the Keras cascade).",
-                       lower_bound=1)
+  # --eval_* and --precision are defined once for every command (deeppose_tf/flags.py);
+  # adopting them makes --help list them here.
+  from deeppose_tf import flags as dp_flags
+  dp_flags.define_shared_flags(["eval_split", "eval_limit", "eval_batch_size", "precision"])
+  flags.adopt_module_key_flags(dp_flags)
   flags.DEFINE_string("tflite", None, "Evaluate this .tflite model of the workdir's cascade "
                       "(LiteRT interpreter, one image per call) instead of the Keras models. "
                       "Refused when its sidecar MODEL.json (written by export) names another "
                       "skeleton, input size or sigma, or it has more stages than the workdir.")
-  flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "Compute precision of "
-                    "the Keras cascade's networks (what `export --precision` would ship).")
   flags.DEFINE_enum("boxes", "split", list(BOXES), "Person boxes: split = each record's "
                     "initial box (the paper's protocol); detect = the best box of "
                     "--detector (reports its recall too); auto = pose-guided "

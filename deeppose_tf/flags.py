@@ -1,4 +1,5 @@
 """Every training flag, defined once, and their translation into plain settings objects.
+The flags other commands share with train (SHARED_FLAGS) are defined here too, once.
 
 Only entry points (train.py) read flags; library code receives `Settings`.
 """
@@ -18,6 +19,81 @@ from deeppose_tf.model import ModelConfig
 from deeppose_tf.pipeline import RECIPE_AUGMENT as RECIPE  # the augmentation defaults
 from deeppose_tf.pipeline import AugmentConfig
 from deeppose_tf.trainer import FitConfig
+
+
+# The flags that several commands take, each defined here once so that it has one help text
+# and one allowed range (TRAIN_RANGES) in every command: train, bench (MODEL_FLAGS: it builds
+# and trains the same networks), evaluate and export (--precision, --eval_*).
+# name -> (absl DEFINE_<kind>, train's default, help, more arguments of DEFINE_<kind>).
+SHARED_FLAGS = {
+    "input_size": ("integer", 220, "Crop side S in pixels (the paper: 220).", {}),
+    "width": ("float", 1.0, "Multiplier on the AlexNet convolution filter counts.", {}),
+    "fc_units": ("integer", 4096, "Units of the two fully connected layers.", {}),
+    "backbone": ("enum", "alexnet", "alexnet: the paper's; resnet: a small ResNet that "
+                 "trains from scratch on a CPU; mobilenetv2: keras.applications'; "
+                 "efficientnet_lite0: EfficientNet-Lite0 in plain Keras layers (see "
+                 "--backbone_weights for ImageNet features).",
+                 {"enum_values": list(backbones.BACKBONES)}),
+    "head": ("enum", "fc", "fc: the paper's fully connected regressor; integral: K heatmaps "
+             "decoded by soft-argmax (DSNT / integral regression), fully convolutional; "
+             "heatmap: the integral head's layers and training, decoded at each heatmap's "
+             "peak (no pull toward the crop centre; BUILD.md); tompson: --method=tompson's "
+             "(set by it).", {"enum_values": list(heads.HEADS)}),
+    "heatmap_stride": ("integer", 8, "Integral and heatmap heads: heatmap cell size in input "
+                       "pixels (4 or 8).", {}),
+    "head_channels": ("integer", 128, "Integral and heatmap heads: channels of their fusion "
+                      "layers; tompson head: of its 9x9 and 1x1 convolutions.", {}),
+    "freeze_stride": ("integer", 0, "ImageNet backbones (mobilenetv2, efficientnet_lite0): "
+                      "keep the backbone layers at this stride and finer frozen at their "
+                      "starting weights (BatchNorm on its stored statistics): 2, 4, 8 or 16; "
+                      "0 trains every layer. 8 halves a CPU training step at 128 px "
+                      "(BUILD.md).", {}),
+    "precision": ("enum", "float32", "Compute dtype of the networks. bfloat16 is Keras mixed "
+                  "precision (float32 variables; output layers float32), about 2x faster on "
+                  "CPUs with AVX512-BF16/AMX. train: of the training steps (the models it "
+                  "saves and exports are float32 either way); bench: of e2e (its train "
+                  "section measures both); evaluate: of the Keras cascade; export: of the "
+                  "SavedModel (TFLite has --quantize).",
+                  {"enum_values": list(model_lib.PRECISIONS)}),
+    "loss": ("enum", "l2", "Coordinate loss on box-normalized joints, summed over annotated "
+             "joints (l2: the paper).", {"enum_values": list(losses.LOSSES)}),
+    "heatmap_loss_weight": ("float", 0.0, "Integral and heatmap heads: weight of the heatmap "
+                            "cross-entropy against a Gaussian at the target (DSNT-style "
+                            "regularizer); 0 = coordinate loss only. --method=tompson: weight "
+                            "of the detector's heatmap MSE in the joint phase (0 means 1).",
+                            {}),
+    "batch_size": ("integer", 128, "Global batch size (split over replicas). Refinement "
+                   "stages count crops.", {}),
+    "draws": ("integer", 40, "Refinement crops drawn per training image per visit (the "
+              "paper: 40 per joint).", {}),
+    "cache_max_side": ("integer", 320, "Keep the decoded training images in memory, shrunk "
+                       "to at most this many pixels on the longer side, instead of decoding "
+                       "every JPEG on every visit; 0 keeps full size, -1 turns the cache off "
+                       "(for splits that do not fit in memory).", {}),
+    "eval_split": ("string", "test", "Split to evaluate: test (synthetic, lsp, flic) or val "
+                   "(lspet).", {}),
+    "eval_limit": ("integer", 0, "Evaluate on at most this many images (0 = all).", {}),
+    "eval_batch_size": ("integer", 16, "Images per evaluation batch.", {}),
+}
+# The network and its training step: train's and bench's.
+MODEL_FLAGS = ("input_size", "width", "fc_units", "backbone", "head", "heatmap_stride",
+               "head_channels", "freeze_stride", "precision", "loss", "heatmap_loss_weight",
+               "batch_size", "draws", "cache_max_side")
+
+
+def define_shared_flags(names, defaults=None) -> None:
+  """Defines the SHARED_FLAGS `names` with their range validators (TRAIN_RANGES).
+
+  defaults: the command's own defaults by flag name (bench: BenchConfig's); a flag it does
+  not name keeps train's. The flags belong to this module, as train's do: a command adopts
+  them (flags.adopt_module_key_flags) so that its --help lists them.
+  """
+  defaults = defaults or {}
+  for name in names:
+    kind, default, help_text, more = SHARED_FLAGS[name]
+    getattr(flags, f"DEFINE_{kind}")(name, defaults.get(name, default), help=help_text, **more)
+    if name in TRAIN_RANGES:
+      register_range(name, *TRAIN_RANGES[name])
 
 
 def define_train_flags() -> None:
@@ -49,22 +125,15 @@ def define_train_flags() -> None:
                    "exist in the workdir.")
   d.DEFINE_list("steps_per_stage", ["2000"], "Optimizer steps per stage: one value for all "
                 "stages or one per stage (comma separated).")
-  d.DEFINE_integer("batch_size", 128, "Global batch size (split over replicas). Refinement "
-                   "stages count crops.")
   d.DEFINE_float("learning_rate", 1e-4, "Learning rate (the paper: 5e-4 with Adagrad).")
   d.DEFINE_enum("optimizer", "adam", list(optim.OPTIMIZERS), "Optimizer (the paper: "
                 "adagrad; adam learns more reliably from scratch: BUILD.md, Training).")
-  d.DEFINE_integer("input_size", 220, "Crop side S in pixels (the paper: 220).")
-  d.DEFINE_float("width", 1.0, "Multiplier on the AlexNet convolution filter counts.")
-  d.DEFINE_integer("fc_units", 4096, "Units of the two fully connected layers.")
   d.DEFINE_float("dropout", 0.6, "Dropout rate on the fully connected layers.")
   d.DEFINE_enum("norm", "batch", ["batch", "lrn", "none"], "Normalization after convs: "
                 "'lrn' is the paper's; 'batch' (default) learns from scratch on CPU budgets.")
   d.DEFINE_enum("output_init", "mean_pose", ["mean_pose", "default"], "Output layer start: "
                 "zero weights + mean training pose bias, or Keras' default (the paper).")
   d.DEFINE_float("sigma", 2.0, "Refinement box side in torso diameters (FLIC 1.0, LSP 2.0).")
-  d.DEFINE_integer("draws", 40, "Refinement crops drawn per training image per visit (the "
-                   "paper: 40 per joint).")
   d.DEFINE_float("translate", RECIPE.translate, "Training box jitter: max centre shift, "
                  "fraction of size (the paper-style light jitter: 0.05).")
   d.DEFINE_list("scale", [str(v) for v in RECIPE.scale], "Box scale jitter range min,max "
@@ -79,10 +148,6 @@ def define_train_flags() -> None:
                  "(0 = off).")
   d.DEFINE_float("saturation", RECIPE.saturation, "Colour jitter: saturation factor in [1-s, 1+s] "
                  "(0 = off).")
-  d.DEFINE_integer("cache_max_side", 320, "Keep the decoded training images in memory, "
-                   "shrunk to at most this many pixels on the longer side, instead of "
-                   "decoding every JPEG on every visit; 0 keeps full size, -1 turns the "
-                   "cache off (for splits that do not fit in memory).")
   d.DEFINE_enum("method", "deeppose", list(METHODS), "deeppose: the cascade of regressors "
                 "(--backbone, --head). tompson: Tompson et al. 2014, a multi-resolution "
                 "heatmap ConvNet plus a spatial model (sets --backbone=multires "
@@ -93,19 +158,6 @@ def define_train_flags() -> None:
   d.DEFINE_list("phase_steps", [], "--method=tompson: optimizer steps of the phases "
                 "detector,spatial,joint of each stage (3 comma-separated integers). Default: "
                 "the stage's --steps_per_stage split 70/10/20%.")
-  d.DEFINE_enum("backbone", "alexnet", list(backbones.BACKBONES), "alexnet: the "
-                "paper's; resnet: a small ResNet that trains from scratch on a CPU; "
-                "mobilenetv2: keras.applications'; efficientnet_lite0: EfficientNet-Lite0 "
-                "in plain Keras layers (see --backbone_weights for ImageNet features).")
-  d.DEFINE_enum("head", "fc", list(heads.HEADS), "fc: the paper's fully connected "
-                "regressor; integral: K heatmaps decoded by soft-argmax (DSNT / integral "
-                "regression), fully convolutional; heatmap: the integral head's layers and "
-                "training, decoded at each heatmap's peak (no pull toward the crop centre; "
-                "BUILD.md); tompson: --method=tompson's (set by it).")
-  d.DEFINE_integer("heatmap_stride", 8, "Integral and heatmap heads: heatmap cell size in "
-                   "input pixels (4 or 8).")
-  d.DEFINE_integer("head_channels", 128, "Integral and heatmap heads: channels of their "
-                   "fusion layers; tompson head: of its 9x9 and 1x1 convolutions.")
   d.DEFINE_string("backbone_weights", None, "ImageNet features for --backbone=mobilenetv2 "
                   "or efficientnet_lite0 (default: random init). 'imagenet': mobilenetv2 "
                   "reads Keras' cache (~/.keras/models, downloaded there once by Keras) and "
@@ -113,19 +165,6 @@ def define_train_flags() -> None:
                   "(no download). Or a file: keras.applications.MobileNetV2("
                   "include_top=False) weights with alpha = --width; EfficientNet-Lite0's "
                   ".pth state dict or a converted .weights.h5.")
-  d.DEFINE_integer("freeze_stride", 0, "ImageNet backbones (mobilenetv2, efficientnet_lite0): "
-                   "keep the backbone layers at this stride and finer frozen at their "
-                   "starting weights (BatchNorm on its stored statistics): 2, 4, 8 or 16; 0 "
-                   "trains every layer. 8 halves a CPU training step at 128 px (BUILD.md).")
-  d.DEFINE_enum("precision", "float32", list(model_lib.PRECISIONS), "Training compute dtype. "
-                "bfloat16 is Keras mixed precision (float32 variables; output layers float32); "
-                "saved and exported models are float32 either way.")
-  d.DEFINE_enum("loss", "l2", list(losses.LOSSES), "Coordinate loss on box-normalized "
-                "joints, summed over annotated joints (l2: the paper).")
-  d.DEFINE_float("heatmap_loss_weight", 0.0, "Integral and heatmap heads: weight of the "
-                 "heatmap cross-entropy against a Gaussian at the target (DSNT-style "
-                 "regularizer); 0 = coordinate loss only. --method=tompson: weight of the "
-                 "detector's heatmap MSE in the joint phase (0 means 1).")
   d.DEFINE_float("heatmap_sigma", 1.0, "Std of that Gaussian, in heatmap cells (also the "
                  "targets of --method=tompson's MSE and spatial cross-entropy; the paper "
                  "uses about 1.5).")
@@ -173,11 +212,9 @@ def define_train_flags() -> None:
                  "predicted joints' extent (longer side). 1.3 is LSP's framing: its people "
                  "span about 0.76 of their image's longer side.", lower_bound=0.1)
   d.DEFINE_boolean("evaluate", True, "Evaluate the cascade on the test split at the end.")
-  d.DEFINE_integer("eval_limit", 0, "Evaluate on at most this many test images (0 = all).")
   d.DEFINE_boolean("export", True, "Export the trained cascade as a TF Serving SavedModel "
                    "(next free version under --export_dir) at the end.")
   d.DEFINE_string("export_dir", None, "Where --export writes. Default: WORKDIR/export.")
-  d.DEFINE_integer("eval_batch_size", 16, "Images per evaluation batch.")
   d.DEFINE_string("init_weights", None, "A .keras model to start stage 1's network from (every "
                   "stage's with --refine_init=scratch) "
                   "(e.g. ImageNet AlexNet features saved with layers named conv1..conv5, "
@@ -185,13 +222,16 @@ def define_train_flags() -> None:
                   "their shapes match, the rest keep their initialization. A stage that "
                   "resumes from its checkpoint ignores it.")
   d.mark_flag_as_required("workdir")
+  define_shared_flags(MODEL_FLAGS + ("eval_limit", "eval_batch_size"))
   for name, (lo, hi) in TRAIN_RANGES.items():
-    register_range(name, lo, hi)
+    if name not in SHARED_FLAGS:  # define_shared_flags registered those
+      register_range(name, lo, hi)
 
 
 # Allowed values of the numeric training flags: (low, high), "(" = excluded, None = open.
 # Checked when the flags are parsed, so a bad value stops the command before any work with
-# a message naming the flag, its value and the range.
+# a message naming the flag, its value and the range; the SHARED_FLAGS among them have the
+# same range in every command that takes them (define_shared_flags).
 TRAIN_RANGES = {
     "num_train": ("[1", None), "num_test": ("[1", None), "num_stages": ("[1", None),
     "stage": ("[1", None), "batch_size": ("[1", None), "learning_rate": ("(0", None),

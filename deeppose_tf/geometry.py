@@ -61,6 +61,35 @@ def box_overlaps_image(boxes, height, width):
           & (tf.abs(boxes[..., 1] - h / 2.0) < (boxes[..., 3] + h) / 2.0))
 
 
+# A requested box's coordinates beyond this are refused: they can only be garbage, and would
+# overflow the crop's int32 pixel indices into meaningless (or non-finite) joints.
+MAX_BOX_COORD = 1e6
+
+
+def box_in_range(boxes):
+  """True where a requested box (..., 4) is finite and within +-MAX_BOX_COORD: (...,) bool.
+
+  The serving rules live here, once, for the SavedModel's graph asserts (export/inputs.py)
+  and the TFLite wrapper's ValueErrors (tflite_cascade.check_inputs). boxes keep their float
+  dtype, so a float64 request is judged on its own values, not on their float32 rounding.
+  """
+  boxes = tf.convert_to_tensor(boxes)
+  return tf.reduce_all(tf.math.is_finite(boxes) & (tf.abs(boxes) <= MAX_BOX_COORD), axis=-1)
+
+
+def empty_to_full_image(boxes, height, width):
+  """A requested box with w <= 0 or h <= 0 means its whole image: (boxes, overlaps).
+
+  boxes (..., 4) image pixels (checked by box_in_range first), height, width (...,). Returns
+  the boxes, in their dtype, with those rows replaced by full_image_box, and box_overlaps_image
+  of the result: a box False there crops only zeros and must be refused by the caller.
+  """
+  boxes = tf.convert_to_tensor(boxes)
+  given = (boxes[..., 2] > 0) & (boxes[..., 3] > 0)
+  boxes = tf.where(given[..., None], boxes, tf.cast(full_image_box(height, width), boxes.dtype))
+  return boxes, box_overlaps_image(boxes, height, width)
+
+
 def diameter(joints, diameter_indices):
   """Torso diameter: distance between the skeleton's diameter joints. (..., K, 2) -> (...,)."""
   a, b = diameter_indices

@@ -23,6 +23,7 @@ from typing import Tuple
 import numpy as np
 import tensorflow as tf
 
+from deeppose_tf import geometry
 from deeppose_tf.skeleton import Skeleton
 
 
@@ -116,14 +117,13 @@ class TFLiteCascade:
 
 
 def check_inputs(image, box, index: int = 0) -> Tuple[np.ndarray, np.ndarray]:
-  """The TFLite cascade's request checks, the same as the SavedModel's (export/inputs.py).
+  """The TFLite cascade's request checks, the same as the SavedModel's (export/inputs.py):
+  the box rules are geometry's (box_in_range, empty_to_full_image), used by both.
 
   Returns (image, box float32 (4,) with w, h <= 0 replaced by the full image). ValueError
   names entry `index` and the problem.
   """
-  from deeppose_tf import geometry
   from deeppose_tf.data import records
-  from deeppose_tf.export.inputs import MAX_BOX_COORD
   image = np.asarray(image)
   if image.ndim != 3 or image.shape[2] != 3:
     raise ValueError(f"image {index} has shape {image.shape}; expected (height, width, 3)")
@@ -139,12 +139,12 @@ def check_inputs(image, box, index: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     box = np.asarray(box, np.float64).reshape(4)
   except (TypeError, ValueError):
     raise ValueError(f"box {index} is {np.shape(box)}; expected (cx, cy, w, h)") from None
-  if not (np.isfinite(box).all() and (np.abs(box) <= MAX_BOX_COORD).all()):
+  if not bool(geometry.box_in_range(box)):
     raise ValueError(f"box {index} = {box.tolist()} is not a box: (cx, cy, w, h) must be "
-                     f"finite image pixels within +-{MAX_BOX_COORD:g}")
-  if box[2] <= 0 or box[3] <= 0:
-    box = geometry.full_image_box(h, w).numpy().astype(np.float64)
-  if not bool(geometry.box_overlaps_image(box, h, w)):
+                     f"finite image pixels within +-{geometry.MAX_BOX_COORD:g}")
+  box, inside = geometry.empty_to_full_image(box, h, w)
+  box = box.numpy()
+  if not bool(inside):
     raise ValueError(f"box {index} = {box.tolist()} lies entirely outside its {w}x{h} "
                      "(width x height) image; a pose there would be made up")
   return image, box.astype(np.float32)

@@ -13,6 +13,7 @@ import json
 
 from absl import app, flags
 
+from deeppose_tf import flags as dp_flags
 from deeppose_tf.bench import options
 from deeppose_tf.bench.options import BenchConfig
 
@@ -43,37 +44,13 @@ flags.DEFINE_enum("augment", BenchConfig.augment, list(options.AUGMENTS), "pipel
                   "the augmentation fed: recipe (pipeline.RECIPE_AUGMENT, the training "
                   "flags' defaults: rotation, scale, shift, flip, colour) or paper (the "
                   "paper's light jitter).")
-flags.DEFINE_integer("cache_max_side", BenchConfig.cache_max_side, "pipeline, e2e: the "
-                     "in-memory image cache as train's --cache_max_side (0: full size, -1: "
-                     "decode every JPEG every visit).")
-# The network of every section.
-flags.DEFINE_integer("input_size", BenchConfig.input_size, "Network input size in pixels.")
-flags.DEFINE_float("width", BenchConfig.width, "Backbone filter multiplier.")
-flags.DEFINE_integer("fc_units", BenchConfig.fc_units, "fc head: fully connected units.")
-flags.DEFINE_enum("backbone", BenchConfig.backbone, list(options.BACKBONES),
-                  "Network backbone of every section (model.ModelConfig.backbone).")
-flags.DEFINE_enum("head", BenchConfig.head, list(options.HEADS), "Network head of every "
-                  "section: fc (fully connected) or integral (heatmaps + soft-argmax).")
-flags.DEFINE_integer("heatmap_stride", BenchConfig.heatmap_stride, "Integral head: heatmap "
-                     "cell size in input pixels, one of "
-                     f"{', '.join(map(str, options.HEATMAP_STRIDES))}.")
-flags.DEFINE_integer("head_channels", BenchConfig.head_channels, "Integral head: channels of "
-                     "its lateral and fusion convolutions.")
-flags.DEFINE_integer("freeze_stride", BenchConfig.freeze_stride, "ImageNet backbones "
-                     "(mobilenetv2, efficientnet_lite0): backbone layers at this stride and "
-                     "finer frozen, as train's --freeze_stride (0: none).")
+# The network of every section, its training (train, pipeline, e2e) and quant's --eval_split
+# and --eval_limit: train's flags (deeppose_tf/flags.py, one help and range for both
+# commands) with BenchConfig's defaults; adopting them makes `--help` list them here.
+dp_flags.define_shared_flags(dp_flags.MODEL_FLAGS + ("eval_split", "eval_limit"),
+                             {f.name: f.default for f in dataclasses.fields(BenchConfig)})
+flags.adopt_module_key_flags(dp_flags)
 # Training (train, e2e).
-flags.DEFINE_enum("loss", BenchConfig.loss, list(options.LOSSES), "train, e2e: the "
-                  "coordinate loss (trainer.FitConfig.loss).")
-flags.DEFINE_float("heatmap_loss_weight", BenchConfig.heatmap_loss_weight, "train, e2e: "
-                   "weight of the heatmap cross-entropy (--head=integral only; > 0 trains "
-                   "model.training_model with both outputs, as the trainer does).")
-flags.DEFINE_enum("precision", BenchConfig.precision, list(options.PRECISIONS), "e2e: "
-                  "training precision (the train section always measures both).")
-flags.DEFINE_integer("batch_size", BenchConfig.batch_size, "train, pipeline, e2e: batch size "
-                     "(images, or crops for refinement).")
-flags.DEFINE_integer("draws", BenchConfig.draws, "pipeline, e2e: refinement crops per image "
-                     "visit.")
 flags.DEFINE_integer("train_rounds", BenchConfig.train_rounds, "train: alternating "
                      "fp32/bf16 rounds of 10 timed steps each.")
 # Inference.
@@ -89,9 +66,6 @@ flags.DEFINE_list("models", [], "model: model files or folders to time as the pr
                   "reference of the others' latency.")
 # Accuracy.
 flags.DEFINE_string("workdir", None, "quant: workdir of a trained cascade.")
-flags.DEFINE_string("eval_split", BenchConfig.eval_split, "quant: split to evaluate.")
-flags.DEFINE_integer("eval_limit", BenchConfig.eval_limit, "quant: at most this many images "
-                     "(0 = all).")
 # Timing.
 flags.DEFINE_float("min_time", BenchConfig.min_time, "Seconds each timing runs at least "
                    "(median of its calls).")

@@ -10,15 +10,18 @@ Prints the path written. Signatures, inputs and limits: export/README.md.
 
 from absl import app, flags
 
+from deeppose_tf import flags as dp_flags
 from deeppose_tf.export.saved_model import export_saved_model
 from deeppose_tf.export.tflite import QUANTIZE, export_tflite
 
 FORMATS = ("saved_model", "tflite")
-PRECISIONS = ("float32", "bfloat16")
 
 # The flags are defined here at module level because absl's --help lists the flags of the
 # main module only. Names shared with the package's other entry points: --workdir (a trained
-# run folder), --export_dir (where an export goes), --precision, --seed.
+# run folder), --export_dir (where an export goes), --precision, --seed. --precision is
+# defined once for every command in deeppose_tf/flags.py; adopting it makes --help list it.
+dp_flags.define_shared_flags(["precision"])
+flags.adopt_module_key_flags(dp_flags)
 flags.DEFINE_string("workdir", None, "Trained run folder of the cascade to export "
                     "(config.json, stage*/model.keras; python -m deeppose_tf.train "
                     "--workdir=...).")
@@ -30,9 +33,6 @@ flags.DEFINE_integer("version", None, "saved_model: version number, a positive i
                      "(default: the next free one under --export_dir).")
 flags.DEFINE_enum("format", "saved_model", list(FORMATS), "Export format: a TF Serving "
                   "SavedModel or a builtin-ops TFLite model.")
-flags.DEFINE_enum("precision", "float32", list(PRECISIONS), "saved_model: compute precision "
-                  "of the networks (bfloat16: about 2x faster on CPUs with AVX512-BF16/AMX; "
-                  "variables and the output layer stay float32). TFLite has --quantize.")
 flags.DEFINE_enum("quantize", "none", list(QUANTIZE), "tflite: none (float32), float16 "
                   "weights, or int8 stage networks calibrated on the workdir's training "
                   "images.")

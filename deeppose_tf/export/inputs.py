@@ -30,9 +30,7 @@ PNG_END = b"IEND"  # the last chunk's type
 # small files that decode to huge images is refused before decoding. 200 MP = 600 MB uint8.
 MAX_REQUEST_PIXELS = 4 * records.MAX_IMAGE_PIXELS
 
-# Box coordinates beyond this are refused: they can only be garbage, and would overflow the
-# crop's int32 pixel indices into meaningless (or non-finite) joints.
-MAX_BOX_COORD = 1e6
+MAX_BOX_COORD = geometry.MAX_BOX_COORD  # the box rules are geometry's (box_in_range)
 
 
 def check(cond, fmt: str, *args):
@@ -187,18 +185,17 @@ def resolve_boxes(boxes, heights, widths):
   """Boxes (B, 4) image pixels; a row with w <= 0 or h <= 0 becomes its full-image box.
 
   Non-finite values, values beyond +-MAX_BOX_COORD, and a box entirely outside its image
-  raise InvalidArgumentError naming the row."""
+  raise InvalidArgumentError naming the row: geometry's rules, as the TFLite wrapper's
+  ValueErrors (tflite_cascade.check_inputs). The range check runs first, so a NaN box is
+  reported as such, not as a box outside its image."""
   boxes = tf.cast(boxes, tf.float32)
-  sane = tf.reduce_all(tf.math.is_finite(boxes) & (tf.abs(boxes) <= MAX_BOX_COORD), axis=1)
+  sane = geometry.box_in_range(boxes)
   bad_row = tf.argmin(tf.cast(sane, tf.int32), output_type=tf.int32)
   with tf.control_dependencies([check(
       tf.reduce_all(sane), "boxes[{}] = {} is not a box: (cx, cy, w, h) must be finite image "
       "pixels within +-1e6", bad_row, tf.gather(boxes, bad_row))]):
     boxes = tf.identity(boxes)
-  full = geometry.full_image_box(heights, widths)
-  given = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
-  boxes = tf.where(given[:, None], boxes, full)
-  inside = geometry.box_overlaps_image(boxes, heights, widths)
+  boxes, inside = geometry.empty_to_full_image(boxes, heights, widths)
   outside_row = tf.argmin(tf.cast(inside, tf.int32), output_type=tf.int32)
   with tf.control_dependencies([check(
       tf.reduce_all(inside), "boxes[{}] = {} lies entirely outside its {}x{} (width x height) "
