@@ -352,3 +352,24 @@ def test_predict_gives_each_of_two_people_their_own_pose(movenet, photos, tmp_pa
     assert best not in taken and err[best] < 0.25 * extent, (err, extent)
     taken.add(best)
   assert os.path.exists(os.path.join(out, "two.pose.jpg"))
+
+
+def test_bench_detect_section_times_each_detector_against_full_and_auto(tmp_path):
+  """`bench --only=detect`: each detector's ms per image and predict's images/s with it,
+  with ratios against --boxes=full measured in the same run (a tiny pose model)."""
+  pytest.importorskip("cv2", reason="the hog detector needs OpenCV (the [face] extra)")
+  from deeppose_tf import bench
+  from helpers import tiny_predict_workdir
+  specs = ["hog"] + ([f"movenet:{MOVENET}"] if os.path.exists(MOVENET) else [])
+  work = tiny_predict_workdir(str(tmp_path / "w"))
+  report = bench.run(["detect"], detectors=specs, models=(work,), min_time=0.02,
+                     matmul_n=64)
+  out = report.to_json()["detect"]
+  assert out["full"]["images_per_s"] > 0
+  assert out["auto"]["images_per_s"] > 0 and out["auto"]["x_full"] > 0
+  for spec in specs:
+    entry = out[spec.split(":")[0]]
+    assert entry["detector_ms"] > 0 and entry["images_per_s"] > 0 and entry["x_full"] > 0
+  assert "detector hog: time per image" in report.table()
+  with pytest.raises(ValueError, match="'yolo' is not a known person detector"):
+    bench.run(["detect"], detectors=["yolo"])

@@ -21,6 +21,9 @@ does (model.training_model when --heatmap_loss_weight > 0, trainer.FitConfig's c
             against stages and joints; random weights and images, no data needed
   quant     accuracy.py: a trained cascade's (--workdir) accuracy as Keras fp32 / bfloat16
             and TFLite fp32 / int8
+  model     model_file.py: load time and batch-1 latency of --models as predict runs them
+  detect    detector.py: each --detectors' time per image and predict's images/s with it
+            (a small person in a large canvas), against --boxes=full and --boxes=auto
 Data of pipeline and e2e (inputs.py): --data_dir (prepared TFRecords), else the first
 --num_train training images of --dataset read from --source_dir, else --num_train synthetic
 images.

@@ -26,7 +26,9 @@ flags.DEFINE_list("only", list(BenchConfig.only), "Benchmarks to run, from "
                   "pipeline against in-memory data; infer: cascade latency against the FLOPs "
                   "bound; quant: Keras fp32/bfloat16 and TFLite fp32/int8 accuracy of the "
                   "trained cascade in --workdir; model: load time and batch-1 latency of the "
-                  "--models files as the predict command runs them.")
+                  "--models files as the predict command runs them; detect: each "
+                  "--detectors' time per image and predict's images/s with it, against "
+                  "--boxes=full and --boxes=auto.")
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 # Data (pipeline, e2e).
 flags.DEFINE_string("data_dir", None, "pipeline, e2e: folder of prepared TFRecords with a "
@@ -64,6 +66,9 @@ flags.DEFINE_boolean("tflite", BenchConfig.tflite, "infer: also convert to TFLit
 flags.DEFINE_list("models", [], "model: model files or folders to time as the predict "
                   "command loads them (.tflite, SavedModel, workdir); the first is the "
                   "reference of the others' latency.")
+flags.DEFINE_list("detectors", ["hog"], "detect: person detectors to time, NAME or NAME:FILE "
+                  "for the TFLite ones (hog, blazepose:FILE, movenet:FILE, ssd:FILE); the "
+                  "pose model is the first of --models, else the bundled one.")
 # Accuracy.
 flags.DEFINE_string("workdir", None, "quant: workdir of a trained cascade.")
 # Timing.

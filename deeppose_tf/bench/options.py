@@ -11,7 +11,7 @@ from deeppose_tf import backbones, heads, losses, model
 from deeppose_tf.data import datasets
 from deeppose_tf.skeleton import LSP14
 
-BENCHMARKS = ("peak", "pipeline", "train", "e2e", "infer", "quant", "model")
+BENCHMARKS = ("peak", "pipeline", "train", "e2e", "infer", "quant", "model", "detect")
 AUGMENTS = ("recipe", "paper")  # pipeline.RECIPE_AUGMENT or the paper's light jitter
 # Datasets read from --source_dir: those with original files on the LSP14 skeleton, the
 # joints the bench network predicts.
@@ -58,6 +58,8 @@ class BenchConfig:
   tflite: bool = True
   # the predict command's models (section "model")
   models: Tuple[str, ...] = ()
+  # person boxes (section "detect"): detector names, "NAME:FILE" for the TFLite ones
+  detectors: Tuple[str, ...] = ()
   # accuracy
   workdir: Optional[str] = None
   eval_split: str = "test"
@@ -74,6 +76,7 @@ class BenchConfig:
                        f"{', '.join(BENCHMARKS)}")
     object.__setattr__(self, "only", only)
     object.__setattr__(self, "models", tuple(self.models))
+    object.__setattr__(self, "detectors", tuple(self.detectors))
     try:
       batches = tuple(int(b) for b in self.infer_batches)
     except (TypeError, ValueError):
@@ -118,6 +121,11 @@ class BenchConfig:
     if "model" in only and not self.models:
       raise ValueError("--only includes model, which measures model files: pass "
                        "--models=PATH[,PATH...] (a .tflite file, a SavedModel or a workdir)")
+    if "detect" in only:
+      from deeppose_tf.bench.detector import parse_detectors
+      for _, path in parse_detectors(self.detectors):
+        if path and not os.path.isfile(path):
+          raise ValueError(f"--detectors: {path}: no such file")
     if "quant" in only and not self.workdir:
       raise ValueError("--only includes quant, which measures a trained cascade: pass "
                        "--workdir")

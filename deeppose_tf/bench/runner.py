@@ -7,8 +7,8 @@ import os
 import tempfile
 from typing import Sequence
 
-from deeppose_tf.bench import (accuracy, end_to_end, inference, input_pipeline, inputs,
-                               model_file, peak, train_step)
+from deeppose_tf.bench import (accuracy, detector, end_to_end, inference, input_pipeline,
+                               inputs, model_file, peak, train_step)
 from deeppose_tf.bench.options import BenchConfig
 from deeppose_tf.bench.results import Report, value_of
 from deeppose_tf.skeleton import LSP14
@@ -76,6 +76,9 @@ def run_config(cfg: BenchConfig) -> Report:
     info["quant"] = {"workdir": cfg.workdir}
   if "model" in only:
     results += model_file.model_results(cfg.models, cfg.min_time)
+  if "detect" in only:
+    results += detector.detector_results(detector.parse_detectors(cfg.detectors),
+                                         cfg.models[0] if cfg.models else None, cfg.min_time)
   if only - {"peak"}:
     results.append(peak.end_peak(cfg.matmul_n, cfg.min_time, gflops))
   return Report(info, results)

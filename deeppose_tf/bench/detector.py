@@ -1,0 +1,76 @@
+"""Person boxes as the predict command finds them: each detector's time per image, and
+predict's images per second with it (detector + the pose model on every person found), next
+to pose-guided framing (`--boxes=auto`, no detector) and the whole image (`full`).
+
+--detectors=hog,blazepose:FILE,movenet:FILE,ssd:FILE (a TFLite detector's file after the
+colon). The image is a synthetic person of 240 x 320 px pasted at a random place into a
+720 x 960 canvas (a person small in the frame, as in a user's photo); the pose model is the
+first of --models, or the bundled one. Every rate is compared with `full` (the model alone
+on the whole image), measured in the same run (the reference).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from deeppose_tf.bench.peak import timeit
+from deeppose_tf.bench.results import Ratio, Result
+
+
+def parse_detectors(specs: Sequence[str]) -> List[Tuple[str, Optional[str]]]:
+  """["hog", "movenet:/m.tflite"] -> [("hog", None), ("movenet", "/m.tflite")]; ValueError
+  for an unknown detector name."""
+  from deeppose_tf.predict.detectors import DETECTORS
+  out = []
+  for spec in specs:
+    name, _, path = str(spec).partition(":")
+    if name not in DETECTORS:
+      raise ValueError(f"--detectors: {name!r} is not a known person detector; known: "
+                       f"{', '.join(sorted(DETECTORS))}")
+    out.append((name, path or None))
+  return out
+
+
+def _small_person_image() -> np.ndarray:
+  from PIL import Image
+  from deeppose_tf.data import synthetic
+  rec = next(iter(synthetic.generate(1, seed=11)))
+  person = Image.open(io.BytesIO(rec.image)).convert("RGB").resize((240, 320))
+  canvas = Image.new("RGB", (720, 960), (128, 128, 128))
+  canvas.paste(person, (400, 120))
+  return np.asarray(canvas)
+
+
+def detector_results(detectors: Sequence[Tuple[str, Optional[str]]], model_path: Optional[str],
+                     min_time: float, num_threads: int = 2) -> List[Result]:
+  from deeppose_tf.predict import detect, detectors as registry, framing, models
+  image = _small_person_image()
+  model = models.load(model_path, num_threads=num_threads)
+  full = detect.full_box(*image.shape[:2])
+
+  def poses(boxes):
+    return model.predict([image] * len(boxes), boxes) if len(boxes) else None
+
+  results = []
+  t_full = timeit(lambda: poses(full), min_time)
+  results.append(Result("predict --boxes=full (model only)", 1.0 / t_full, "images/s",
+                        "detect.full", "images_per_s"))
+  t_auto = timeit(lambda: framing.frame_by_pose(poses, full), min_time)
+  results.append(Result("predict --boxes=auto (pose-guided framing)", 1.0 / t_auto,
+                        "images/s", "detect.auto", "images_per_s",
+                        (Ratio(t_full / t_auto, "--boxes=full images/s", "x_full"),)))
+  for name, path in detectors:
+    det = registry.make_detector(name, path, num_threads=num_threads)
+    found = len(det.detect(image)[0])  # the first call builds MoveNet's interpreter
+    t_det = timeit(lambda: det.detect(image), min_time)
+    t_all = timeit(lambda: poses(det.detect(image)[0]), min_time)
+    entry = f"detect.{name}"
+    results += [
+        Result(f"detector {name}: time per image", t_det * 1e3, "ms", entry, "detector_ms",
+               extra={"path": path, "people_found": int(found)}),
+        Result(f"  predict --detector={name}", 1.0 / t_all, "images/s", entry,
+               "images_per_s", (Ratio(t_full / t_all, "--boxes=full images/s", "x_full"),))]
+  return results
