@@ -162,7 +162,8 @@ def test_exif_orientation_is_applied(workdir, tmp_path):
   assert got.shape == upright.shape
   assert np.abs(got.astype(int) - upright).mean() < 4
   out = str(tmp_path / "out")
-  run = _predict(str(tmp_path / "phone.jpg"), f"--model={workdir}", f"--output={out}")
+  run = _predict(str(tmp_path / "phone.jpg"), f"--model={workdir}", f"--output={out}",
+                 "--boxes=full")  # the whole displayed image: its size after the rotation
   assert run.returncode == 0, run.stderr[-2000:]
   assert _records(out)[0]["box"] == [158.0, 105.0, 316.0, 210.0]
 
