@@ -354,6 +354,7 @@ def test_predict_gives_each_of_two_people_their_own_pose(movenet, photos, tmp_pa
   assert os.path.exists(os.path.join(out, "two.pose.jpg"))
 
 
+@pytest.mark.slow  # 25 s: a bench run with every detector at hand
 def test_bench_detect_section_times_each_detector_against_full_and_auto(tmp_path):
   """`bench --only=detect`: each detector's ms per image and predict's images/s with it,
   with ratios against --boxes=full measured in the same run (a tiny pose model)."""

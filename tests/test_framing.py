@@ -151,6 +151,7 @@ def test_evaluate_auto_records_its_passes(workdir, tmp_path):
       info["moved"][0] == 6
 
 
+@pytest.mark.slow  # 30 s: two predict commands
 def test_predict_default_auto_matches_the_library_and_zero_passes_is_full(workdir, tmp_path):
   from deeppose_tf.data import synthetic
   rec = next(iter(synthetic.generate(1, seed=7)))
