@@ -43,7 +43,7 @@ def mean_pose_baseline(workdir: str, boxes: np.ndarray) -> np.ndarray:
                               boxes).numpy()
 
 
-BOXES = ("split", "detect", "auto")
+BOXES = ("split", "detect", "auto", "detect_auto")
 
 
 def detector_recall(boxes, joints, visible, found) -> dict:
@@ -106,18 +106,21 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   skeleton = casc.skeleton
   box_fn, found = None, []
   auto = {}
-  if boxes == "auto":
-    out = _auto_framed(casc, data_dir, split, limit, batch_size, num_examples, auto)
-  elif boxes == "detect":
+  wholes = []  # detect_auto: each image's whole box, the floor of its framing
+  if boxes in ("detect", "detect_auto"):
     from deeppose_tf.predict import detect, detectors
     detector = detector or detectors.make_detector("hog")
 
     def detected_box(image):
       people = detector.detect(image)[0]
       found.append(len(people) > 0)
-      return people[0] if len(people) else detect.full_box(*image.shape[:2])[0]
+      wholes.append(detect.full_box(*image.shape[:2])[0])
+      return people[0] if len(people) else wholes[-1]
     box_fn = detected_box
-  if boxes != "auto":
+  if boxes in ("auto", "detect_auto"):
+    out = _auto_framed(casc, data_dir, split, limit, batch_size, num_examples, auto,
+                       box_fn=box_fn, wholes=wholes if box_fn else None)
+  else:
     out = predict.predict_split(casc, data_dir, split, limit=limit or None,
                                 batch_size=batch_size, keep_images=num_examples,
                                 desc=f"evaluate {split}", box_fn=box_fn)
@@ -147,10 +150,10 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   if phases:
     result["phases"] = phases
   shown = phases + summaries  # table rows and curves
-  if boxes == "detect":
+  if boxes in ("detect", "detect_auto"):
     result["detector"] = detector_recall(out["boxes"], true, vis, np.asarray(found))
     result["detector"]["name"] = detector.name
-  if boxes == "auto":
+  if boxes in ("auto", "detect_auto"):
     result["auto_framing"] = auto
   atomic.write_text(os.path.join(report_dir, "report.json"),
                     json.dumps(_finite_or_none(result), indent=1, default=_json_default,
@@ -167,12 +170,13 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
                               [out["poses"][:n, s] for s in range(casc.num_stages)], skeleton,
                               os.path.join(report_dir, "examples.png"), max_images=n)
   print(f"\nEvaluation on {split} ({len(true)} images), {what} (reports in {report_dir}):")
-  if boxes == "detect":
+  if boxes in ("detect", "detect_auto"):
     d = result["detector"]
     print(f"person boxes: {d['name']} detector's best; a person found in {d['found']:.1%} of the "
           f"images, a box containing every annotated joint (recall) in {d['recall']:.1%}")
-  if boxes == "auto":
-    print(f"person boxes: pose-guided framing from the split's boxes, {auto['passes']} "
+  if boxes in ("auto", "detect_auto"):
+    start = "detector's" if boxes == "detect_auto" else "split's"
+    print(f"person boxes: pose-guided framing from the {start} boxes, {auto['passes']} "
           f"pass(es) after the first; boxes moved per pass: {auto['moved']}")
   print(report.pdj_table_text(shown, baseline))
   print()
@@ -181,17 +185,17 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
 
 
 def _auto_framed(casc, data_dir, split, limit, batch_size, num_examples, info,
-                 passes: int = framing.AUTO_PASSES) -> dict:
+                 passes: int = framing.AUTO_PASSES, box_fn=None, wholes=None) -> dict:
   """predict_split from the split's boxes, then up to `passes` more runs in which each
   image's box is the framing of its previous pose (predict/framing.py, the same rule as
   `predict --boxes=auto`); a box that settled keeps its pose. Fills info with the number of
   passes and the boxes moved in each."""
   out = predict.predict_split(casc, data_dir, split, limit=limit or None,
                               batch_size=batch_size, keep_images=num_examples,
-                              desc=f"evaluate {split} (framing pass 1)")
+                              desc=f"evaluate {split} (framing pass 1)", box_fn=box_fn)
   info.update({"passes": 0, "moved": [], "settle_iou": framing.SETTLE_IOU,
                "min_fraction": framing.MIN_FRACTION})
-  outer = out["boxes"]
+  outer = np.asarray(wholes, np.float32) if wholes else out["boxes"]
   for p in range(passes):
     new, moved = framing.next_boxes(out["poses"][:, -1], out["boxes"], outer)
     info["moved"].append(int(moved.sum()))
@@ -298,7 +302,8 @@ def define_flags() -> None:
                     "initial box (the paper's protocol); detect = the best box of "
                     "--detector (reports its recall too); auto = pose-guided "
                     "framing: the split's box, then the framing of the predicted pose while "
-                    "it moves (predict --boxes=auto).")
+                    "it moves (predict --boxes=auto); detect_auto = the detector's "
+                    "best box, then that framing.")
   flags.DEFINE_string("report_dir", None, "Where the reports go (default: the workdir; with "
                       "--tflite, MODEL-report/ beside the .tflite file, or "
                       "WORKDIR/tflite-MODEL-report/ when that folder is not writable or is "
@@ -328,7 +333,8 @@ def main(argv):
       boxes=FLAGS.boxes,
       flip_test=None if FLAGS.flip_test == "workdir" else FLAGS.flip_test == "true",
       reframe=FLAGS.reframe, reframe_grow=FLAGS.reframe_grow,
-      detector=None if FLAGS.boxes != "detect" else _detector_from_flags())
+      detector=None if FLAGS.boxes not in ("detect", "detect_auto") else
+      _detector_from_flags())
 
 
 def _detector_from_flags():

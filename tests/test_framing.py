@@ -146,6 +146,13 @@ def test_evaluate_auto_records_its_passes(workdir, tmp_path):
   info = auto["auto_framing"]
   assert 0 <= info["passes"] <= framing.AUTO_PASSES and info["moved"][0] > 0
   assert json.load(open(tmp_path / "r2" / "report.json"))["boxes"] == "auto"
+  # detect_auto: the detector's best box (HOG finds nobody in noise: the whole image),
+  # then the same framing; the report carries both.
+  pytest.importorskip("cv2", reason="the hog detector needs OpenCV (the [face] extra)")
+  both = evaluate.run(workdir, "val", data, batch_size=4, boxes="detect_auto",
+                      report_dir=str(tmp_path / "r3"))
+  assert both["detector"]["name"] == "hog" and both["auto_framing"]["moved"][0] > 0
+  np.testing.assert_allclose(both["stages"][-1]["pcp_mean"], auto["stages"][-1]["pcp_mean"])
   # The untrained model's poses are not the image box's: the framing moved them.
   assert split["stages"][-1]["pcp_mean"] != auto["stages"][-1]["pcp_mean"] or \
       info["moved"][0] == 6
