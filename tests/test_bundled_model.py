@@ -95,9 +95,9 @@ def test_smoothing_cuts_the_jitter_of_a_still_person(tmp_path):
   print(f"jitter of a still person: raw {raw:.2f} px, smoothed {smooth:.2f} px, "
         f"{raw / smooth:.1f}x")
   assert raw > 1.0  # the model does jitter on this video, so the check can fail
-  # Measured 2026-12-06 with --boxes=full: raw 16.1 px, smoothed 6.8 px, 2.4x (2.1x with 0-4
-  # px shifts); with --boxes=auto (the default; each frame reframed from the last): raw 18.0
-  # px, 1.9x. The 3x holds for white noise of 3 px (test_track.py); this model's
+  # Measured 2026-12-06, model 2026.12.06.1: --boxes=full raw 16.1 px, smoothed 6.8 px, 2.4x
+  # (2.1x with 0-4 px shifts); --boxes=auto (the default; each frame reframed from the last)
+  # raw 18.0 px, 1.9x. Model 2026.12.06.2, --boxes=auto: raw 10.8 px, smoothed 4.3 px, 2.5x. The 3x holds for white noise of 3 px (test_track.py); this model's
   # jitter is larger than the motions whose lag the filter must keep under 2 frames (5-20 px
   # per frame), and correlated from frame to frame: a beta of 0.005 would cut it 3.2x, with
   # a lag of several frames.
