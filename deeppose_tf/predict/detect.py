@@ -73,7 +73,6 @@ class HogPeopleDetector:
             scores)
 
   def detect_scored(self, image: np.ndarray):
-    from deeppose_tf.predict.detectors import grow_boxes, nms
     boxes, scores = self.candidates(image)
     keep = scores >= HOG_MIN_SCORE
     boxes, scores = boxes[keep], scores[keep]
@@ -101,6 +100,34 @@ def iou(a, b) -> np.ndarray:
   with np.errstate(invalid="ignore", divide="ignore"):
     out = np.where(union > 0, inter / union, 0.0)
   return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> List[np.ndarray]:
+  """Greedy non-maximum suppression, pure numpy.
+
+  boxes (N, 4) (cx, cy, w, h) any one frame; scores (N,). Returns the groups, best first:
+  each an int array of indices whose first entry is a kept box (the best score left) and the
+  rest the boxes it suppresses (IoU > iou_threshold with it). Hard NMS keeps
+  [g[0] for g in groups]; weighted NMS (MediaPipe's) averages each group by score.
+  """
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+  scores = np.asarray(scores, np.float64).reshape(-1)
+  left = np.argsort(-scores, kind="stable")
+  groups = []
+  while left.size:
+    best, rest = left[0], left[1:]
+    same = iou(boxes[best], boxes[rest])[0] > iou_threshold
+    groups.append(np.concatenate([[best], rest[same]]).astype(np.int64))
+    left = rest[~same]
+  return groups
+
+
+def grow_boxes(boxes: np.ndarray, growth: float) -> np.ndarray:
+  """(P, 4) (cx, cy, w, h) -> the same boxes `growth` times as wide and tall (about their
+  centre, aspect kept), float32."""
+  boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+  boxes[:, 2:] *= np.float32(growth)
+  return boxes
 
 
 # A box may reach past the image (a person at its edge, a grown detector box) but not be far

@@ -32,9 +32,13 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
+
+# The box helpers live in detect.py (HOG's detect uses them too); detectors.nms and
+# detectors.grow_boxes stay importable from here.
+from deeppose_tf.predict.detect import grow_boxes, nms  # noqa: F401
 
 # ------------------------------------------------------------------------------ defaults
 # Measured on LSPET val (the first 300 records of the prepared `val` split; never test) with
@@ -88,35 +92,6 @@ def centre_boxes(xyxy: np.ndarray) -> np.ndarray:
   """(N, 4) (x0, y0, x1, y1) -> (N, 4) (cx, cy, w, h), same frame."""
   xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
   return np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], 1)
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> List[np.ndarray]:
-  """Greedy non-maximum suppression, pure numpy.
-
-  boxes (N, 4) (cx, cy, w, h) any one frame; scores (N,). Returns the groups, best first:
-  each an int array of indices whose first entry is a kept box (the best score left) and the
-  rest the boxes it suppresses (IoU > iou_threshold with it). Hard NMS keeps
-  [g[0] for g in groups]; weighted NMS (MediaPipe's) averages each group by score.
-  """
-  from deeppose_tf.predict.detect import iou
-  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-  scores = np.asarray(scores, np.float64).reshape(-1)
-  left = np.argsort(-scores, kind="stable")
-  groups = []
-  while left.size:
-    best, rest = left[0], left[1:]
-    same = iou(boxes[best], boxes[rest])[0] > iou_threshold
-    groups.append(np.concatenate([[best], rest[same]]).astype(np.int64))
-    left = rest[~same]
-  return groups
-
-
-def grow_boxes(boxes: np.ndarray, growth: float) -> np.ndarray:
-  """(P, 4) (cx, cy, w, h) -> the same boxes `growth` times as wide and tall (about their
-  centre, aspect kept), float32."""
-  boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
-  boxes[:, 2:] *= np.float32(growth)
-  return boxes
 
 
 def _empty() -> Tuple[np.ndarray, np.ndarray]:
