@@ -323,11 +323,12 @@ def test_blazepose_anchors_are_mediapipes():
 
 
 @pytest.mark.slow  # about 30 s: the predict command with the bundled model
-def test_predict_gives_each_of_two_people_their_own_pose(movenet, photos, tmp_path):
+@pytest.mark.parametrize("boxes", [None, pytest.param("detect_auto", marks=pytest.mark.slow)])
+def test_predict_gives_each_of_two_people_their_own_pose(movenet, photos, tmp_path, boxes):
   """`predict --detector=movenet --detector_model=...` (which makes --boxes=detect the
-  default) on two people side by side: two records, people 0 and 1, and each person's
-  annotated joints are nearer one of the two poses than the other (each pose scored against
-  its own person)."""
+  default; or --boxes=detect_auto, each detected box then framed by its pose) on two people
+  side by side: two records, people 0 and 1, and each person's annotated joints are nearer
+  one of the two poses than the other (each pose scored against its own person)."""
   import json
   import subprocess
   import sys
@@ -338,7 +339,8 @@ def test_predict_gives_each_of_two_people_their_own_pose(movenet, photos, tmp_pa
   Image.fromarray(canvas).save(photo)
   out = str(tmp_path / "out")
   run = subprocess.run([sys.executable, "-m", "deeppose_tf.predict", photo, f"--output={out}",
-                        "--detector=movenet", f"--detector_model={MOVENET}"],
+                        "--detector=movenet", f"--detector_model={MOVENET}"]
+                       + ([f"--boxes={boxes}"] if boxes else []),
                        capture_output=True, text=True, env=subprocess_env(), cwd=REPO,
                        timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
@@ -352,6 +354,10 @@ def test_predict_gives_each_of_two_people_their_own_pose(movenet, photos, tmp_pa
     assert best not in taken and err[best] < 0.25 * extent, (err, extent)
     taken.add(best)
   assert os.path.exists(os.path.join(out, "two.pose.jpg"))
+  if boxes == "detect_auto":  # the boxes are the poses' framings, not the detector's
+    boxes_out = np.asarray([r["box"] for r in recs], np.float32)
+    detected = D.make_detector("movenet", MOVENET).detect(canvas)[0][:len(recs)]
+    assert not np.allclose(boxes_out, detected, atol=1.0), (boxes_out, detected)
 
 
 @pytest.mark.slow  # 25 s: a bench run with every detector at hand

@@ -3,6 +3,8 @@
   python -m deeppose_tf.predict photo.jpg                      # the bundled model
   python -m deeppose_tf.predict DIR "shots/*.png" clip.mp4 --boxes=detect --output=out
   python -m deeppose_tf.predict small_person.jpg --boxes=auto  # the model finds the person
+  python -m deeppose_tf.predict crowd.jpg --boxes=detect_auto --detector=movenet \
+      --detector_model=movenet_multipose_lightning.tflite  # each detected person, framed
   python -m deeppose_tf.predict photo.jpg --model=runs/lspet   # a workdir, SavedModel or .tflite
 
 INPUT: image files, folders (their images and videos, not recursive), glob patterns, video
@@ -66,16 +68,19 @@ def define_flags() -> None:
                       "while it moves (one person; finds a person small in the frame; "
                       "--auto_passes); 'full' = the whole image (how LSP is evaluated; one "
                       "person); 'detect' = a person detector (--detector, default OpenCV's "
-                      "HOG people detector), a pose per person found; or FILE.json = your "
+                      "HOG people detector), a pose per person found; 'detect_auto' = the "
+                      "detector's boxes, each then framed by its pose as 'auto' does (the best "
+                      "on people small in cluttered photos, BUILD.md; up to 1 + --auto_passes "
+                      "runs per person); or FILE.json = your "
                       "boxes, {\"image name\": [[x, y, w, h], ...]} with (x, y) the top-left "
                       "corner (COCO's layout).")
-  flags.DEFINE_integer("refresh_every", 30, "Videos with --boxes=auto or detect: a frame "
-                       "starts from the previous frame's boxes, framed on its poses, and from "
-                       "the whole frame or the detector every this many frames.",
+  flags.DEFINE_integer("refresh_every", 30, "Videos with --boxes=auto, detect or detect_auto: "
+                       "a frame starts from the previous frame's boxes, framed on its poses, and "
+                       "from the whole frame or the detector every this many frames.",
                        lower_bound=1)
-  flags.DEFINE_integer("auto_passes", 2, "--boxes=auto: runs of the model after the first, "
-                       "each on the framing of the previous pose; fewer when the box settles "
-                       "(IoU >= 0.9 with the previous one).", lower_bound=0)
+  flags.DEFINE_integer("auto_passes", 2, "--boxes=auto and detect_auto: runs of the model "
+                       "after the first, each on the framing of the previous pose; fewer when "
+                       "the box settles (IoU >= 0.9 with the previous one).", lower_bound=0)
   flags.DEFINE_boolean("smooth", True, "Videos: smooth each tracked person's joints over "
                        "time (the 1 Euro filter, as MediaPipe does: still joints stop "
                        "jittering, moving ones lag about a frame); --nosmooth writes the raw "
@@ -145,7 +150,7 @@ def _run(inputs):
     FLAGS.boxes = "detect"  # a detector given: its boxes, not pose-guided framing
   try:
     user_boxes = None
-    if FLAGS.boxes not in ("full", "detect", "auto"):
+    if FLAGS.boxes not in ("full", "detect", "auto", "detect_auto"):
       user_boxes = detect.read_user_boxes(FLAGS.boxes)
     folder = OutputFolder(FLAGS.output)  # before the model: a bad --output fails at once
   except ValueError as e:
@@ -164,7 +169,7 @@ def _predict_files(files, problems, folder, user_boxes):
   try:
     model = models.load(FLAGS.model, num_threads=FLAGS.num_threads)
     detector = (detectors.from_flags(num_threads=FLAGS.num_threads)
-                if FLAGS.boxes == "detect" else None)
+                if FLAGS.boxes in ("detect", "detect_auto") else None)
   except ValueError as e:
     raise _Setup(str(e)) from None
   load_s = time.time() - t0
@@ -211,15 +216,16 @@ def _predict_files(files, problems, folder, user_boxes):
 
   def people_for(path, image, start=None):
     """(boxes (P, 4), poses (P, S, K, 2), note): the boxes, refined by pose-guided framing
-    with --boxes=auto (predict/framing.py), and the cascade's poses in them. start: with
-    --boxes=auto, boxes to start from instead of the whole image (a video's previous
-    frame)."""
-    tracking = start is not None and len(start) and FLAGS.boxes in ("auto", "detect")
+    with --boxes=auto or detect_auto (predict/framing.py), and the cascade's poses in them.
+    start: with --boxes=auto, detect or detect_auto, boxes to start from instead of the
+    whole image or the detector's (a video's previous frame)."""
+    tracking = (start is not None and len(start)
+                and FLAGS.boxes in ("auto", "detect", "detect_auto"))
     if tracking:
       boxes, note = np.asarray(start, np.float32).reshape(-1, 4), None
     else:
       boxes, note = boxes_for(path, image)
-    if (FLAGS.boxes == "auto" or tracking) and len(boxes):
+    if (FLAGS.boxes in ("auto", "detect_auto") or tracking) and len(boxes):
       boxes, poses = framing.frame_by_pose(lambda b: poses_for(image, b), boxes,
                                            outer=detect.full_box(*image.shape[:2])[0],
                                            passes=FLAGS.auto_passes)
