@@ -60,3 +60,19 @@ def tiny_predict_workdir(d: str, size: int = 67) -> str:
                                "num_stages": 2, "model": {"backbone": "alexnet",
                                                           "head": "fc"}})
   return d
+
+
+def weight_types(model: bytes) -> dict:
+  """{output tensor name: weight type name} of the CONV_2D, DEPTHWISE_CONV_2D and
+  FULLY_CONNECTED ops of a .tflite file's bytes."""
+  from tensorflow.lite.python import schema_py_generated as schema
+  from tensorflow.lite.tools import flatbuffer_utils
+  m = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+  names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+  out = {}
+  for g in m.subgraphs:
+    for op in g.operators:
+      if flatbuffer_utils.opcode_to_name(m, op.opcodeIndex) in (
+          "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+        out[g.tensors[op.outputs[0]].name.decode()] = names[g.tensors[op.inputs[1]].type]
+  return out

@@ -26,6 +26,7 @@ import tensorflow as tf
 from PIL import Image
 
 from deeppose_tf import cascade, export, geometry, pipeline
+from helpers import weight_types as _weight_types
 from deeppose_tf import model as model_lib
 from deeppose_tf import workdir as workdir_lib
 from deeppose_tf.skeleton import LSP14
@@ -411,6 +412,20 @@ def _canvases(count, seed=0):
     yield canvas[None].astype(np.uint8), np.array([[w / 2, h / 2, w, h]], np.float32)
 
 
+def test_int8_finds_each_ops_layer_by_its_innermost_scope():
+  layers = {"backbone": False, "block_2_add": True, "Conv1_relu": True, "heatmaps": False,
+            "joints": False, "add": True}
+  of = export.tflite.layer_of
+  assert of("functional_1/backbone_1/block_2_add_1/Add", layers) == "block_2_add"
+  assert of("functional_1/backbone_1/Conv1_relu_1/Relu6;functional_1/backbone_1/x", layers) \
+      == "Conv1_relu"
+  assert of("functional_1/heatmaps_1/BiasAdd;functional_1/heatmaps_1/convolution",
+            layers) == "heatmaps"
+  # Geometry is outside every network's scope, even where its name looks like a layer's.
+  assert of("add_3", layers) is None and of("joints_1/ArgMax", layers) is None
+  assert of("clip_by_value/Minimum", layers) is None
+
+
 def _check_ops(ops):
   assert not [op for op in ops if "FLEX" in op.upper() or op.startswith("Flex")], ops
   assert not ops & {"READ_VARIABLE", "VAR_HANDLE", "ASSIGN_VARIABLE"}, ops
@@ -618,6 +633,12 @@ def test_tflite_quantized_deviation(quantize, max_rel, mean_rel, size_ratio, wor
     err = np.linalg.norm(out["joints_per_stage"] - ref["joints_per_stage"].numpy(), axis=-1)
     rel.append(err / box[0, 2:].max())
   _check_ops(ops)
+  if quantize == "int8":
+    # The feature layers run int8 kernels; the output layer (fc8) stays float, as do the
+    # soft-argmax / peak decoding behind a heatmap head (export/tflite.py, int8_plan).
+    kinds = _weight_types(model)
+    assert {t for n, t in kinds.items() if "fc8" in n} == {"FLOAT32"}, kinds
+    assert {t for n, t in kinds.items() if "fc8" not in n} == {"INT8"}, kinds
   rel = np.stack(rel)
   print(f"{quantize}: max {rel.max():.4f}, mean {rel.mean():.4f} of the box side")
   assert rel.max() < max_rel and rel.mean() < mean_rel, (rel.max(), rel.mean())

@@ -92,3 +92,23 @@ def test_imagenet_cascade_exports_to_saved_model_and_tflite(trained, tmp_path):
   got = interpreter.get_signature_runner("serving_default")(
       image=canvas[None].astype(np.float32), box=np.array([[35, 25, 70, 50]], np.float32))
   np.testing.assert_allclose(got["joints_per_stage"][0], ref, atol=0.5)
+
+  # int8: the backbone's depthwise and pointwise convolutions get int8 kernels, the integral
+  # head's heatmap logits stay float (its soft-argmax over int8 logits collapsed to PCP 0).
+  lite8 = str(tmp_path / "cascade_int8.tflite")
+  run = _run("deeppose_tf.export", f"--workdir={workdir}", f"--export_dir={lite8}",
+             "--format=tflite", "--quantize=int8")
+  assert run.returncode == 0, run.stderr[-3000:]
+  from helpers import weight_types
+  with open(lite8, "rb") as f:
+    kinds = weight_types(f.read())
+  assert {t for n, t in kinds.items() if "heatmaps" in n} == {"FLOAT32"}, kinds
+  body = [t for n, t in kinds.items() if "heatmaps" not in n]
+  assert body and set(body) == {"INT8"}, kinds
+  interpreter = Interpreter(model_path=lite8, num_threads=2)
+  got8 = interpreter.get_signature_runner("serving_default")(
+      image=canvas[None].astype(np.float32), box=np.array([[35, 25, 70, 50]], np.float32))
+  assert np.isfinite(got8["joints_per_stage"]).all()
+  # Two training steps leave the joints near the mean pose; int8 must keep them near the
+  # float file's, within a tenth of the box.
+  np.testing.assert_allclose(got8["joints_per_stage"][0], ref, atol=7.0)

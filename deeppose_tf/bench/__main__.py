@@ -66,6 +66,9 @@ flags.DEFINE_boolean("tflite", BenchConfig.tflite, "infer: also convert to TFLit
 flags.DEFINE_list("models", [], "model: model files or folders to time as the predict "
                   "command loads them (.tflite, SavedModel, workdir); the first is the "
                   "reference of the others' latency.")
+flags.DEFINE_list("threads", [str(t) for t in BenchConfig.threads], "model: interpreter "
+                  "threads to time each model with (TFLite files; each count is a row, "
+                  "compared with the first model at the same count).")
 flags.DEFINE_list("detectors", ["hog"], "detect: person detectors to time, NAME or NAME:FILE "
                   "for the TFLite ones (hog, blazepose:FILE, movenet:FILE, ssd:FILE); the "
                   "pose model is the first of --models, else the bundled one.")

@@ -25,33 +25,54 @@ def _size_mb(path: str) -> float:
              for f in files) / 1e6
 
 
-def model_results(paths: Sequence[str], min_time: float, num_threads: int = 2
+def model_results(paths: Sequence[str], min_time: float, threads: Sequence[int] = (2,)
                   ) -> List[Result]:
+  """Load time, first prediction and batch-1 latency of each model in `paths`. A .tflite
+  file is loaded and timed once per interpreter thread count in `threads` (its JSON entry:
+  latency_ms and x_reference at the first count, latency_ms_{N}t and x_reference_{N}t at
+  every count); a workdir or SavedModel once, on TensorFlow's own threads. Each latency is
+  compared with the first model's at the same thread count."""
   from PIL import Image
   from deeppose_tf.data import synthetic
   from deeppose_tf.predict import detect, models
   rec = next(iter(synthetic.generate(1, seed=11)))
   image = np.asarray(Image.open(io.BytesIO(rec.image)).convert("RGB").resize((240, 320)))
   box = detect.full_box(*image.shape[:2])
-  results, reference = [], None
+  results, reference = [], {}
+  threads = tuple(threads) or (2,)
   for i, path in enumerate(paths):
     name = os.path.basename(os.path.normpath(path))
     entry = f"models.{i}"
-    t0 = time.perf_counter()
-    model = models.load(path, num_threads=num_threads)
-    load_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model.predict([image], box)
-    first_s = time.perf_counter() - t0
-    latency = timeit(lambda: model.predict([image], box), min_time) * 1e3
-    ratios = ()
-    if reference is None:
-      reference = (latency, name)
-    else:
-      ratios = (Ratio(latency / reference[0], f"{reference[1]} latency", "x_reference"),)
-    extra = {"path": path, "size_mb": round(_size_mb(path), 2), "stages": model.num_stages}
-    results += [
-        Result(f"model {name}: load", load_s, "s", entry, "load_s", extra=extra),
-        Result("  first prediction", first_s, "s", entry, "first_prediction_s"),
-        Result("  batch-1 latency per person", latency, "ms", entry, "latency_ms", ratios)]
+    tflite = path.endswith(".tflite")
+    for j, count in enumerate(threads if tflite else (None,)):
+      t0 = time.perf_counter()
+      model = models.load(path, num_threads=count or threads[0])
+      load_s = time.perf_counter() - t0
+      t0 = time.perf_counter()
+      model.predict([image], box)
+      first_s = time.perf_counter() - t0
+      latency = timeit(lambda: model.predict([image], box), min_time) * 1e3
+      suffix = f"_{count}t" if count else ""
+      label = (f", {count} thread{'s' if count > 1 else ''}" if count
+               else ", TensorFlow's threads")
+      ratios = ()
+      if count not in reference:
+        reference[count] = (latency, name)
+      else:
+        ref_ms, ref_name = reference[count]
+        ratios = (Ratio(latency / ref_ms, f"{ref_name} latency{label}",
+                        "x_reference" if j == 0 else f"x_reference{suffix}"),)
+      if j == 0:
+        extra = {"path": path, "size_mb": round(_size_mb(path), 2),
+                 "stages": model.num_stages, "threads": list(threads) if tflite else None}
+        if count:  # the first count under its own key too, like the others
+          extra[f"latency_ms{suffix}"] = latency
+        results += [
+            Result(f"model {name}: load", load_s, "s", entry, "load_s", extra=extra),
+            Result("  first prediction", first_s, "s", entry, "first_prediction_s"),
+            Result(f"  batch-1 latency per person{label}", latency, "ms", entry,
+                   "latency_ms", ratios)]
+      else:
+        results.append(Result(f"  batch-1 latency per person{label}", latency, "ms", entry,
+                              f"latency_ms{suffix}", ratios))
   return results

@@ -58,6 +58,8 @@ class BenchConfig:
   tflite: bool = True
   # the predict command's models (section "model")
   models: Tuple[str, ...] = ()
+  # interpreter threads each model is timed with (section "model"; TFLite files)
+  threads: Tuple[int, ...] = (1, 2)
   # person boxes (section "detect"): detector names, "NAME:FILE" for the TFLite ones
   detectors: Tuple[str, ...] = ()
   # accuracy
@@ -77,6 +79,14 @@ class BenchConfig:
     object.__setattr__(self, "only", only)
     object.__setattr__(self, "models", tuple(self.models))
     object.__setattr__(self, "detectors", tuple(self.detectors))
+    try:
+      threads = tuple(int(t) for t in self.threads)
+    except (TypeError, ValueError):
+      threads = ()
+    if not threads or min(threads) < 1:
+      raise ValueError(f"--threads={','.join(map(str, self.threads))}: expected thread counts "
+                       ">= 1, e.g. 1,2")
+    object.__setattr__(self, "threads", threads)
     try:
       batches = tuple(int(b) for b in self.infer_batches)
     except (TypeError, ValueError):

@@ -75,7 +75,7 @@ def run_config(cfg: BenchConfig) -> Report:
                                            cfg.eval_limit or None)
     info["quant"] = {"workdir": cfg.workdir}
   if "model" in only:
-    results += model_file.model_results(cfg.models, cfg.min_time)
+    results += model_file.model_results(cfg.models, cfg.min_time, cfg.threads)
   if "detect" in only:
     results += detector.detector_results(detector.parse_detectors(cfg.detectors),
                                          cfg.models[0] if cfg.models else None, cfg.min_time)

@@ -98,27 +98,102 @@ def convert_tflite(casc: Cascade, height: int, width: int, quantize: str = "none
       converter.optimizations = [tf.lite.Optimize.DEFAULT]
       converter.target_spec.supported_types = [tf.float16]
     elif quantize == "int8":
-      return _quantize_networks_int8(converter, representative)
+      return _quantize_networks_int8(converter, representative, network_layers(casc))
     return converter.convert()
 
 
-# The only ops that get int8 kernels. Everything else is the cascade's geometry (crop
-# sampling positions, joint boxes, poses in pixels): quantized with calibrated ranges, a pose
-# tensor has a resolution of (range / 256) pixels and is clipped to the range it saw during
-# calibration, so an image larger than the calibration images loses whole joints. Geometry
-# costs next to nothing next to the convolutions, so it stays float.
-_INT8_OPS = ("CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D")
+# int8 covers the stage networks' feature layers and nothing else.
+#
+# - Geometry stays float (crop sampling positions, joint boxes, poses in pixels): quantized
+#   with calibrated ranges, a pose tensor has a resolution of (range / 256) pixels and is
+#   clipped to the range it saw during calibration, so an image larger than the calibration
+#   images loses whole joints. It costs next to nothing beside the convolutions.
+# - Each network's output layer stays float (OUTPUT_LAYERS), and so does what follows it
+#   (the soft-argmax, the peak decoding, Tompson's spatial model). With int8 heatmap logits,
+#   a softmax over 256+ cells sees at most 256 levels over the calibrated range: the integral
+#   head's soft-argmax collapsed to the mean of the cells and scored PCP 0.000.
+# - Inside the networks every layer of INT8_LAYERS gets int8 kernels, including the
+#   depthwise convolutions and residual additions of the ImageNet backbones, so that the
+#   backbone runs in int8 from end to end instead of converting at every depthwise layer.
+INT8_KERNELS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
+                "AVERAGE_POOL_2D", "ADD", "CONCATENATION", "PAD", "MEAN",
+                "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RELU", "RELU6")
+INT8_LAYERS = ("Conv2D", "DepthwiseConv2D", "Dense", "MaxPooling2D", "AveragePooling2D",
+               "GlobalAveragePooling2D", "Add", "Concatenate", "ZeroPadding2D",
+               "BatchNormalization", "ReLU", "Activation", "Resizing", "UpSampling2D")
+OUTPUT_LAYERS = ("heatmaps", "fc8")
 
 
-def _quantize_networks_int8(converter, representative) -> bytes:
-  """Post-training int8 of the stage networks only, calibrated on `representative`; inputs,
-  outputs and geometry stay float32.
+def network_layers(casc: Cascade) -> dict:
+  """{layer name: True if it gets int8 kernels} over every stage network, nested backbones
+  included (their layers name the converted ops)."""
+  out = {}
 
-  An op denylist alone is not enough: the quantizer still puts a quantize/dequantize pair on
-  a pose where it meets a CONCATENATION (joint_boxes), which requantizes it. So the
+  def walk(model):
+    for layer in model.layers:
+      if hasattr(layer, "layers"):  # a nested model (the ImageNet backbones)
+        out[layer.name] = False
+        walk(layer)
+      else:
+        out[layer.name] = (type(layer).__name__ in INT8_LAYERS
+                           and layer.name not in OUTPUT_LAYERS)
+  for net in casc.stages:
+    walk(net)
+  return out
+
+
+def layer_of(tensor_name: str, layers: dict):
+  """The innermost Keras layer named in a converted tensor's name, or None (geometry).
+
+  The converter names an op's output after its scopes, innermost last, each with Keras'
+  call suffix ("functional_1/backbone_1/block_2_add_1/Add"); fused ops join several names
+  with ';', the first being the op's own. Geometry lives outside any network's scope (one
+  component, like "add_3"), so only names of two or more components are looked up."""
+  import re
+  parts = tensor_name.split(";")[0].split("/")
+  if len(parts) < 2:
+    return None
+  for part in reversed(parts[1:]):
+    base = re.sub(r"_\d+$", "", part)
+    if base in layers:
+      return base
+    if part in layers:
+      return part
+  return None
+
+
+def int8_plan(model, layers: dict):
+  """Which ops of a calibrated flatbuffer `model` get int8 kernels: (int8 ops as (subgraph
+  index, op index), float op output names, float op types). An op is int8 when its type has
+  an int8 kernel (INT8_KERNELS) and it belongs to a feature layer of a network."""
+  from tensorflow.lite.tools import flatbuffer_utils
+  int8, float_nodes, float_types = set(), set(), set()
+  for g, graph in enumerate(model.subgraphs):
+    for o, op in enumerate(graph.operators):
+      kind = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+      if not len(op.outputs):
+        continue
+      out_name = graph.tensors[op.outputs[0]].name.decode()
+      layer = layer_of(out_name, layers)
+      if kind in INT8_KERNELS and layer is not None and layers[layer]:
+        int8.add((g, o))
+      elif kind in INT8_KERNELS:
+        float_nodes.add(out_name)
+      else:
+        float_types.add(kind)
+  return int8, float_nodes, float_types
+
+
+def _quantize_networks_int8(converter, representative, layers: dict) -> bytes:
+  """Post-training int8 of the stage networks' feature layers (int8_plan), calibrated on
+  `representative`; inputs, outputs, geometry and the output layers stay float32.
+
+  Denylisting op types alone is not enough: the quantizer still puts a quantize/dequantize
+  pair on a pose where it meets a CONCATENATION (joint_boxes), which requantizes it. So the
   calibrated model's ranges are dropped from every tensor that no int8 op reads or writes,
-  and the quantizer has nothing to quantize them with. Uses the converter's calibrate-only
-  mode and mlir_quantize (the calls tf.lite.experimental.QuantizationDebugger makes).
+  ops of other types are denylisted by type and float ops of int8 types by name. Uses the
+  converter's calibrate-only mode and mlir_quantize (the calls
+  tf.lite.experimental.QuantizationDebugger makes).
   """
   from tensorflow.lite.python import convert
   from tensorflow.lite.tools import flatbuffer_utils
@@ -129,20 +204,22 @@ def _quantize_networks_int8(converter, representative) -> bytes:
                                          tf.lite.OpsSet.TFLITE_BUILTINS]
   converter._experimental_calibrate_only = True  # pylint: disable=protected-access
   model = flatbuffer_utils.convert_bytearray_to_object(bytearray(converter.convert()))
-  keep, float_ops = set(), set()
-  for graph in model.subgraphs:
-    for op in graph.operators:
-      name = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
-      if name in _INT8_OPS:
-        keep.update((id(graph), int(t)) for t in list(op.inputs) + list(op.outputs))
-      else:
-        float_ops.add(name)
+  int8, float_nodes, float_types = int8_plan(model, layers)
+  if not int8:
+    raise ValueError("int8: no layer of the stage networks was found in the converted "
+                     "graph (the converter's tensor names changed?); nothing would be "
+                     "quantized")
+  for g, graph in enumerate(model.subgraphs):
+    keep = set()
+    for o, op in enumerate(graph.operators):
+      if (g, o) in int8:
+        keep.update(int(t) for t in list(op.inputs) + list(op.outputs))
     for i, tensor in enumerate(graph.tensors):
-      if (id(graph), i) not in keep:
+      if i not in keep:
         tensor.quantization = None
   return convert.mlir_quantize(
       bytes(flatbuffer_utils.convert_object_to_bytearray(model)), fully_quantize=False,
-      denylisted_ops=sorted(float_ops))
+      denylisted_ops=sorted(float_types), denylisted_nodes=sorted(float_nodes))
 
 
 def export_tflite(workdir: str, output: str, quantize: str = "none",
