@@ -4,7 +4,8 @@ trained workdir, fed the crops that stage sees.
 
 For stage 1 the crops are the person boxes of --split; for a refinement stage, the joint
 boxes around the previous stage's poses (what Cascade.predict feeds it). Each network is
-converted alone with every layer in int8 (as a plain post-training int8 conversion would),
+converted alone (up to its heatmap logits, where it has a heatmap head: the decoding after
+them stays float in export's int8) with every layer in int8 (as a plain post-training int8 conversion would),
 calibrated and debugged on those crops. Per layer (the op's output tensor) the debugger
 measures the int8 result against the float one on the same int8 input: rmse/scale is that
 error in units of the tensor's quantization step (about 0.29 is pure rounding; much more
@@ -116,6 +117,11 @@ def main(argv):
   for s, (net, crops) in enumerate(zip(casc.stages, stages)):
     # At most 64 crops per stage: the debugger runs the float and the int8 model per op.
     crops = crops[:: max(1, len(crops) // 64)][:64]
+    try:  # the heatmap logits: the decoding after them stays float in export's int8
+      import keras
+      net = keras.Model(net.inputs, net.get_layer("heatmaps").output)
+    except ValueError:  # the fc head: the whole network (fc8 is its output layer)
+      pass
     rows = debug_stage(net, crops, casc.input_size)
     report["stages"].append({"stage": s + 1, "crops": int(len(crops)), "layers": rows})
     print(f"stage {s + 1} ({len(crops)} crops): the 10 layers with the largest int8 error, "
