@@ -36,13 +36,9 @@ from typing import Callable, Dict, Optional, Tuple
 import keras
 import tensorflow as tf
 
-
-@dataclasses.dataclass(frozen=True)
-class Features:
-  """A backbone's taps: `pyramid` by stride (dense heads), `top` (global heads)."""
-
-  pyramid: Dict[int, keras.KerasTensor]
-  top: keras.KerasTensor
+# Features and the conv-BN-ReLU block live in layers.py (Tompson's network uses them too).
+from deeppose_tf.layers import Features, conv_bn_relu, filters  # noqa: F401
+from deeppose_tf.layers import bn as _bn
 
 
 @keras.saving.register_keras_serializable(package="deeppose_tf")
@@ -60,12 +56,6 @@ class LocalResponseNorm(keras.layers.Layer):
   def get_config(self):
     return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias,
             "alpha": self.alpha, "beta": self.beta}
-
-
-def _bn(name: str):
-  # synchronized: under MirroredStrategy the statistics are over the global batch, so N
-  # replicas train exactly like one device on the same global batch.
-  return keras.layers.BatchNormalization(synchronized=True, name=name)
 
 
 def alexnet(x, width: float = 1.0, norm: str = "batch") -> Features:
@@ -102,21 +92,10 @@ def alexnet(x, width: float = 1.0, norm: str = "batch") -> Features:
   return Features({8: relu2, 16: relu5}, pool(relu5, 5))
 
 
-def _filters(n: int, width: float) -> int:
-  return max(4, int(round(n * width)))
-
-
-def _conv_bn_relu(x, filters: int, kernel: int, stride: int, name: str):
-  x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
-                          name=f"{name}_conv")(x)
-  x = _bn(f"{name}_bn")(x)
-  return keras.layers.ReLU(name=f"{name}_relu")(x)
-
-
 def _basic_block(x, filters: int, stride: int, name: str):
   """He et al.'s basic block: two 3x3 convs, a projection shortcut when the shape changes."""
   shortcut = x
-  y = _conv_bn_relu(x, filters, 3, stride, f"{name}_a")
+  y = conv_bn_relu(x, filters, 3, stride, f"{name}_a")
   y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_b_conv")(y)
   # Zero-initialized last BN (Goyal et al.): every block starts as the identity, which
   # makes a from-scratch residual network train faster and more stably.
@@ -133,11 +112,11 @@ def _basic_block(x, filters: int, stride: int, name: str):
 def resnet(x, width: float = 1.0, blocks=(1, 2, 2)) -> Features:
   """Returns pyramid {4: (B, S/4, S/4, 64w), 8: (.., 128w), 16: (.., 256w)} (sizes rounded
   up for S not divisible by 16) and top the stride-16 map."""
-  x = _conv_bn_relu(x, _filters(32, width), 3, 2, "stem")
+  x = conv_bn_relu(x, filters(32, width), 3, 2, "stem")
   feats = {}
   for i, (n, f, stride) in enumerate(zip(blocks, (64, 128, 256), (4, 8, 16))):
     for j in range(n):
-      x = _basic_block(x, _filters(f, width), 2 if j == 0 else 1, f"res{i + 1}_{j + 1}")
+      x = _basic_block(x, filters(f, width), 2 if j == 0 else 1, f"res{i + 1}_{j + 1}")
     feats[stride] = x
   return Features(feats, feats[16])
 

@@ -13,9 +13,52 @@ import numpy as np
 
 from deeppose_tf import geometry
 from deeppose_tf.model import ModelConfig
-from deeppose_tf.pipeline import AugmentConfig
 from deeppose_tf.skeleton import Skeleton
 from deeppose_tf.trainer import FitConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """Random augmentation applied while training (stage 1 and refinement stages).
+
+  translate: max shift of the box centre, as a fraction of its size (uniform, per axis).
+  scale: (min, max) uniform factor on the box size.
+  rotate: max rotation in degrees (uniform in [-rotate, rotate]); rotation, scale, shift
+    and the mirror are one affine warp per crop (geometry.affine_crop), and the joints are
+    mapped by the same transform.
+  flip: mirror with probability 1/2 (labels swapped by the skeleton's permutation).
+  brightness: max additive change, as a fraction of the 0-255 range.
+  contrast, saturation: max relative change (factor uniform in [1 - c, 1 + c]).
+  The defaults are the paper's light jitter; the flags (deeppose_tf/flags.py) default to
+  the stronger recipe that learns on CPU budgets.
+  """
+
+  translate: float = 0.05
+  scale: tuple = (0.9, 1.1)
+  flip: bool = True
+  rotate: float = 0.0
+  brightness: float = 0.0
+  contrast: float = 0.0
+  saturation: float = 0.0
+
+  def __post_init__(self):
+    for name in ("translate", "rotate", "brightness", "contrast", "saturation"):
+      value = getattr(self, name)
+      if not 0.0 <= value or value != value:
+        raise ValueError(f"augment {name} must be >= 0, got {value}")
+    if self.contrast >= 1.0 or self.saturation >= 1.0:
+      raise ValueError(f"augment contrast and saturation must be < 1, got {self.contrast}, "
+                       f"{self.saturation}")
+    if len(self.scale) != 2 or not 0.0 < self.scale[0] <= self.scale[1]:
+      raise ValueError(f"augment scale must be (min, max) with 0 < min <= max, got "
+                       f"{self.scale}")
+
+  @property
+  def colour(self) -> bool:
+    return self.brightness > 0 or self.contrast > 0 or self.saturation > 0
+
+
+NO_AUGMENT = AugmentConfig(translate=0.0, scale=(1.0, 1.0), flip=False)
 
 
 @dataclasses.dataclass(frozen=True)

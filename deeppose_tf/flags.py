@@ -17,7 +17,7 @@ from deeppose_tf import backbones, geometry, heads, losses, optim, tompson
 from deeppose_tf import model as model_lib
 from deeppose_tf.model import ModelConfig
 from deeppose_tf.pipeline import RECIPE_AUGMENT as RECIPE  # the augmentation defaults
-from deeppose_tf.pipeline import AugmentConfig
+from deeppose_tf.config import AugmentConfig
 from deeppose_tf.trainer import FitConfig
 
 

@@ -139,12 +139,9 @@ FLIC10 = Skeleton(
 SKELETONS: Dict[str, Skeleton] = {s.name: s for s in (LSP14, FLIC10)}
 
 def get_skeleton(name: str) -> Skeleton:
-  """Skeleton by skeleton name ('lsp14') or dataset name ('lspet', data/datasets.py)."""
+  """Skeleton by its name ('lsp14', 'flic10'). Which skeleton a dataset uses is the dataset
+  registry's answer (data/datasets.py, skeleton_of): this module knows only skeletons."""
   if name in SKELETONS:
     return SKELETONS[name]
-  from deeppose_tf.data import datasets  # which skeleton a dataset uses is its spec's
-  if name not in datasets.DATASETS:
-    raise ValueError(
-        f"unknown skeleton or dataset {name!r}; expected one of "
-        f"{sorted(set(SKELETONS) | set(datasets.DATASETS))}")
-  return datasets.DATASETS[name].skeleton
+  raise ValueError(f"unknown skeleton {name!r}; expected one of {sorted(SKELETONS)} (a "
+                   "dataset's skeleton: deeppose_tf.data.datasets.skeleton_of)")

@@ -30,7 +30,7 @@ Training is three resumable phases of one stage (PHASES): the detector alone, th
 model on the frozen detector, then both jointly.
 
 Coordinate frames: heatmap cell (i, j) of an H x W map stands for the box-normalized point
-((j + 0.5) / W - 0.5, (i + 0.5) / H - 0.5) (heads.cell_centres), as for the integral head.
+((j + 0.5) / W - 0.5, (i + 0.5) / H - 0.5) (layers.cell_centres), as for the integral head.
 """
 
 from __future__ import annotations
@@ -42,30 +42,30 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deeppose_tf import backbones, heads
+from deeppose_tf import layers
 
 SCALES = (1, 2, 4)  # input downsampling of each detector branch
 
 
-def multires(x, width: float = 1.0) -> backbones.Features:
+def multires(x, width: float = 1.0) -> layers.Features:
   """x: (B, S, S, 3) scaled image, S a multiple of 16. Returns pyramid {4: (B, S/4, S/4,
   64 x width)}, the sum of the three branches (top: the same map)."""
-  f1, f2 = backbones._filters(32, width), backbones._filters(64, width)
+  f1, f2 = layers.filters(32, width), layers.filters(64, width)
   size = x.shape[1] // 4
   branches = []
   for scale in SCALES:
     name = f"bank{scale}"
     y = x if scale == 1 else keras.layers.AveragePooling2D(scale, name=f"{name}_down")(x)
-    y = backbones._conv_bn_relu(y, f1, 5, 1, f"{name}_c1")
+    y = layers.conv_bn_relu(y, f1, 5, 1, f"{name}_c1")
     y = keras.layers.MaxPooling2D(2, name=f"{name}_p1")(y)
-    y = backbones._conv_bn_relu(y, f2, 5, 1, f"{name}_c2")
+    y = layers.conv_bn_relu(y, f2, 5, 1, f"{name}_c2")
     y = keras.layers.MaxPooling2D(2, name=f"{name}_p2")(y)
-    y = backbones._conv_bn_relu(y, f2, 5, 1, f"{name}_c3")
+    y = layers.conv_bn_relu(y, f2, 5, 1, f"{name}_c3")
     if scale != 1:
       y = keras.layers.Resizing(size, size, interpolation="bilinear", name=f"{name}_up")(y)
     branches.append(y)
   fused = keras.layers.Add(name="fuse")(branches)
-  return backbones.Features({4: fused}, fused)
+  return layers.Features({4: fused}, fused)
 
 
 @keras.saving.register_keras_serializable(package="deeppose_tf")
@@ -148,7 +148,7 @@ def inverse_softplus(y):
 
 
 # The peak decoder lives with the heads (the heatmap head shares it); kept here by name.
-PeakDecode = heads.PeakDecode
+PeakDecode = layers.PeakDecode
 
 
 def graph_pairs(num_joints: int, edges: np.ndarray) -> Tuple[Tuple[int, int], ...]:
@@ -182,8 +182,8 @@ def tompson_head(feats: Dict[int, keras.KerasTensor], num_joints: int, channels:
   if edges is None:
     raise ValueError("the tompson head needs the skeleton's edges (build_regressor(..., "
                      "edges=skeleton.edge_indices))")
-  x = backbones._conv_bn_relu(feats[4], channels, 9, 1, "part9x9")
-  x = backbones._conv_bn_relu(x, channels, 1, 1, "part1x1")
+  x = layers.conv_bn_relu(feats[4], channels, 9, 1, "part9x9")
+  x = layers.conv_bn_relu(x, channels, 1, 1, "part1x1")
   # float32 like every output layer (heads.integral): the MSE targets and the spatial
   # model's products need more than bfloat16's 8 significant bits. Zero-initialized: the
   # detector starts at the all-zero map, the MSE's easy baseline, instead of spending its

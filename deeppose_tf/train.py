@@ -38,15 +38,14 @@ def main(argv):
 
   from deeppose_tf import atomic
   from deeppose_tf import workdir as workdir_lib
-  from deeppose_tf.data import prepare, records
-  from deeppose_tf.skeleton import get_skeleton
+  from deeppose_tf.data import datasets, prepare, records
 
   prepare.check_dataset(FLAGS.dataset)
   workdir = workdir_lib.check_workdir(FLAGS.workdir)
   distribute.check_shared_dir(strategy, workdir)
   data_dir = dp_flags.resolve_data_dir(FLAGS)
   splits = prepare.SPLITS[FLAGS.dataset]
-  skeleton = get_skeleton(FLAGS.dataset)
+  skeleton = datasets.skeleton_of(FLAGS.dataset)
   try:  # flag combinations the parser cannot check: a usage error, not a traceback
     settings = dp_flags.stage_settings(FLAGS, skeleton, data_dir)
   except ValueError as e:

@@ -46,7 +46,8 @@ def test_registry_is_the_one_mapping():
   for name, spec in datasets.DATASETS.items():
     assert spec.name == name
     assert spec.skeleton.num_joints == JOINTS[name]
-    assert skeleton.get_skeleton(name) is spec.skeleton
+    assert datasets.skeleton_of(name) is spec.skeleton
+    assert datasets.skeleton_of(spec.skeleton.name) is spec.skeleton
     assert skeleton.get_skeleton(spec.skeleton.name) is spec.skeleton
     assert spec.splits[0] == "train" and spec.eval_split == spec.splits[-1]
     assert len(set(spec.splits)) == len(spec.splits)
@@ -106,7 +107,9 @@ def test_unknown_dataset_and_missing_source_are_named(tmp_path):
     with pytest.raises(ValueError, match=known):
       call()
   with pytest.raises(ValueError, match=r"unknown skeleton or dataset 'coco'.*'lspet'"):
-    skeleton.get_skeleton("coco")
+    datasets.skeleton_of("coco")
+  with pytest.raises(ValueError, match=r"unknown skeleton 'lspet'; expected one of"):
+    skeleton.get_skeleton("lspet")  # skeleton.py knows skeletons, not datasets
   with pytest.raises(ValueError, match=r"dataset 'flic' needs --source_dir=DIR"):
     prepare.prepare("flic", str(tmp_path))
   assert os.listdir(tmp_path) == []

@@ -4,7 +4,7 @@ A spec says everything dataset-specific: its skeleton, the splits `prepare` writ
 first, the held-out split last), how to read a split, whether it needs the original
 files (--source_dir), and its own prepare options (each becomes a flag of `python -m
 deeppose_tf.data.prepare`).  prepare, the train/prepare --dataset flags and
-skeleton.get_skeleton(dataset name) all read this table, so adding a dataset is one
+datasets.skeleton_of(dataset name) all read this table, so adding a dataset is one
 `DatasetSpec` here (plus its reader module).
 
 Readers are imported only when a split is read: listing the datasets costs nothing.
@@ -162,6 +162,17 @@ def get(name: str) -> DatasetSpec:
   if name not in DATASETS:
     raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}")
   return DATASETS[name]
+
+
+def skeleton_of(name: str) -> skeleton_lib.Skeleton:
+  """The skeleton of dataset `name` ('lspet' -> LSP14), or the skeleton of that name
+  ('lsp14'). ValueError naming both registries' entries otherwise."""
+  if name in skeleton_lib.SKELETONS:
+    return skeleton_lib.SKELETONS[name]
+  if name not in DATASETS:
+    raise ValueError(f"unknown skeleton or dataset {name!r}; expected one of "
+                     f"{sorted(set(skeleton_lib.SKELETONS) | set(DATASETS))}")
+  return DATASETS[name].skeleton
 
 
 def describe() -> str:
