@@ -1,4 +1,6 @@
-"""One cascade stage from start to finish: prerequisites, data, fit, model, statistics.
+"""One cascade stage from start to finish, in the order `train_stage` reads: skip it when
+finished, prepare its inputs (prepare_stage_inputs), fit its network (fit_stage_network),
+write its outputs (write_stage_outputs: the model and the displacement statistics).
 
 Stage s >= 2 needs stage s-1's model (for the displacement statistics it was trained on)
 and statistics; a stage is finished when its model.keras exists and, unless it is the run's
@@ -16,6 +18,7 @@ workers different refinement crops.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -47,33 +50,70 @@ def mean_pose(workdir: str, settings: Settings, write: bool = True) -> np.ndarra
 def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
   """Trains stage `stage` unless finished; returns True when it trained.
 
-  Every worker of a multi-worker strategy calls this with the same arguments."""
-  chief = distribute.is_chief(strategy)
+  Top to bottom: skip a finished stage, prepare the stage's inputs, fit its network, write
+  its outputs. Every worker of a multi-worker strategy calls this with the same arguments."""
   # The last stage's statistics would only train a next stage: they are skipped (on LSPET
   # with test-time flips the pass takes minutes), and computed from its model if the run is
   # later resumed with more stages.
   last = stage >= settings.num_stages
+  if _finish_trained_stage(strategy, workdir, stage, settings, last):
+    return False
+  inputs = prepare_stage_inputs(workdir, stage, settings,
+                                chief=distribute.is_chief(strategy))
+  net = fit_stage_network(strategy, workdir, stage, settings, inputs)
+  write_stage_outputs(strategy, workdir, stage, settings, net, last)
+  return True
+
+
+@dataclasses.dataclass(frozen=True)
+class StageInputs:
+  """What fitting stage s needs besides the settings.
+
+  bias: (K, 2) the output layer's start (stage 1: the mean pose; a refinement stage: minus
+    the previous stage's mean displacement). refine: the refinement crops' displacement
+    distribution (None for stage 1). pretrained: {layer name: weights} to start from, or
+    None; init_from: where they come from (for the log). model_config: the stage network's."""
+
+  bias: np.ndarray
+  refine: Optional[object]
+  pretrained: Optional[dict]
+  init_from: Optional[str]
+  model_config: object
+
+
+def _finish_trained_stage(strategy, workdir: str, stage: int, settings: Settings,
+                          last: bool) -> bool:
+  """True when stage `stage` needs no training: finished, or trained with its statistics
+  lost (then recomputed from its model, which the later stages were trained against)."""
+  chief = distribute.is_chief(strategy)
   finished = workdir_lib.is_finished(workdir, stage, last=last)
   distribute.check_same_on_workers(strategy, finished, f"whether stage {stage} is finished")
   if finished:
     logging.info("stage %d is already trained in %s; skipping", stage, workdir)
-    return False
+    return True
   has_model = os.path.exists(workdir_lib.model_path(workdir, stage))
   distribute.check_same_on_workers(strategy, has_model, f"whether stage {stage} has a model")
-  if has_model:
-    # Trained, but its statistics were lost (deleted, or a crash between the two writes).
-    # Retraining would overwrite a model the later stages were trained against: recompute
-    # the statistics from it instead.
-    logging.warning("stage %d has a model but no displacement statistics (%s); recomputing "
-                    "them from %s", stage, workdir_lib.stats_path(workdir, stage),
-                    workdir_lib.model_path(workdir, stage))
-    if chief:
-      write_stats(workdir, stage, settings)
-    distribute.barrier(strategy)
-    if not chief:
-      distribute.wait_for_files([workdir_lib.stats_path(workdir, stage)])
+  if not has_model:
     return False
-  skeleton = settings.skeleton
+  # Trained, but its statistics were lost (deleted, or a crash between the two writes).
+  # Retraining would overwrite a model the later stages were trained against: recompute
+  # the statistics from it instead.
+  logging.warning("stage %d has a model but no displacement statistics (%s); recomputing "
+                  "them from %s", stage, workdir_lib.stats_path(workdir, stage),
+                  workdir_lib.model_path(workdir, stage))
+  if chief:
+    write_stats(workdir, stage, settings)
+  distribute.barrier(strategy)
+  if not chief:
+    distribute.wait_for_files([workdir_lib.stats_path(workdir, stage)])
+  return True
+
+
+def prepare_stage_inputs(workdir: str, stage: int, settings: Settings,
+                         chief: bool = True) -> StageInputs:
+  """The output layer's start, the refinement distribution and the starting weights of
+  stage `stage` (StageInputs). Checks that every earlier stage's model exists; chief=False
+  (another worker) computes the mean pose without writing it."""
   refine = None
   if stage == 1:
     bias = mean_pose(workdir, settings, write=chief)
@@ -89,11 +129,6 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
     # A refinement target is the joint seen from a box centred at y + delta: -delta on
     # average, so the output starts at minus the previous stage's mean displacement.
     bias = -np.asarray(stats["mean"], np.float32)
-
-  steps = settings.steps_for(stage)
-  fit = settings.fit_for(stage)
-  logging.info("stage %d: %d steps at global batch %d (%s)", stage, steps,
-               settings.batch_size, "images" if stage == 1 else "joint crops")
 
   pretrained = (model_lib.pretrained_weights(settings.init_weights)
                 if settings.init_weights else None)
@@ -114,18 +149,30 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
     init_from = workdir_lib.model_path(workdir, stage - 1)
   else:
     init_from = settings.init_weights
+  return StageInputs(bias, refine, pretrained, init_from, model_config)
 
+
+def fit_stage_network(strategy, workdir: str, stage: int, settings: Settings,
+                      inputs: StageInputs):
+  """Builds stage `stage`'s network from `inputs` and fits it (resuming from its
+  checkpoint; Tompson's stages phase by phase), with its learning-curve callbacks. Returns
+  the trained network (the training precision's)."""
+  skeleton = settings.skeleton
+  model_config = inputs.model_config
+  steps = settings.steps_for(stage)
+  fit = settings.fit_for(stage)
+  logging.info("stage %d: %d steps at global batch %d (%s)", stage, steps,
+               settings.batch_size, "images" if stage == 1 else "joint crops")
   nets = {}
-  tompson_stage = model_config.head == "tompson"
 
   def build_net():
-    net = model_lib.build_regressor(model_config, bias, name=f"stage{stage}",
+    net = model_lib.build_regressor(model_config, inputs.bias, name=f"stage{stage}",
                                     edges=skeleton.edge_indices)
-    if pretrained is not None:
+    if inputs.pretrained is not None:
       # Before the checkpoint restore in fit_stage: a resumed stage keeps its own weights.
-      copied, skipped = model_lib.assign_by_name(net, pretrained)
+      copied, skipped = model_lib.assign_by_name(net, inputs.pretrained)
       logging.info("stage %d starts from %s: copied %s; kept the initialization of %s",
-                   stage, init_from, copied, skipped or "none")
+                   stage, inputs.init_from, copied, skipped or "none")
     nets["net"] = net
     return net
 
@@ -156,20 +203,27 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
   def dataset(start_step):
     return pipeline.train_dataset(
         settings.train_dirs, settings.train_split, skeleton, settings.model.input_size,
-        settings.batch_size, settings.seed + 1000 * stage, settings.augment, refine,
+        settings.batch_size, settings.seed + 1000 * stage, settings.augment, inputs.refine,
         start_index=start_step * settings.batch_size, cache_max_side=settings.cache_max_side)
 
-  sdir = workdir_lib.stage_dir(workdir, stage)
-  os.makedirs(sdir, exist_ok=True)
-  if tompson_stage:
+  os.makedirs(workdir_lib.stage_dir(workdir, stage), exist_ok=True)
+  if model_config.head == "tompson":
     _fit_tompson_phases(strategy, workdir, stage, settings, build_net, dataset,
                         curve_callbacks)
   else:
     trainer.fit_stage(strategy, build, dataset, workdir_lib.checkpoint_dir(workdir, stage),
                       fit, log_dir=workdir_lib.log_dir(workdir, stage),
                       extra_callbacks=curve_callbacks)
-  # Saved float32 whatever the training precision: export and TFLite see a float32 graph.
-  model = model_lib.with_precision(nets["net"], "float32")
+  return nets["net"]
+
+
+def write_stage_outputs(strategy, workdir: str, stage: int, settings: Settings, net,
+                        last: bool) -> None:
+  """Saves stage `stage`'s model (float32 whatever the training precision: export and
+  TFLite see a float32 graph), its curves plot and, unless it is the run's last stage, its
+  displacement statistics; then waits until every worker can read them."""
+  chief = distribute.is_chief(strategy)
+  model = model_lib.with_precision(net, "float32")
   if chief and settings.curve_every:
     curves.plot_curves(workdir_lib.curves_json(workdir), workdir_lib.curves_png(workdir))
   model_path = workdir_lib.model_path(workdir, stage)
@@ -179,13 +233,12 @@ def train_stage(strategy, workdir: str, stage: int, settings: Settings) -> bool:
     if not last:
       write_stats(workdir, stage, settings)
   else:
-    _save_on_worker(strategy, model, sdir)
+    _save_on_worker(strategy, model, workdir_lib.stage_dir(workdir, stage))
   # The next stage (on every worker) reads these files: nobody goes on before they exist.
   distribute.barrier(strategy)
   if not chief:
     distribute.wait_for_files([model_path] + ([] if last else
                                               [workdir_lib.stats_path(workdir, stage)]))
-  return True
 
 
 def _save_on_worker(strategy, model, sdir: str) -> None:
