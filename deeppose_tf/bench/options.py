@@ -79,22 +79,16 @@ class BenchConfig:
     object.__setattr__(self, "only", only)
     object.__setattr__(self, "models", tuple(self.models))
     object.__setattr__(self, "detectors", tuple(self.detectors))
-    try:
-      threads = tuple(int(t) for t in self.threads)
-    except (TypeError, ValueError):
-      threads = ()
-    if not threads or min(threads) < 1:
-      raise ValueError(f"--threads={','.join(map(str, self.threads))}: expected thread counts "
-                       ">= 1, e.g. 1,2")
-    object.__setattr__(self, "threads", threads)
-    try:
-      batches = tuple(int(b) for b in self.infer_batches)
-    except (TypeError, ValueError):
-      batches = ()
-    if not batches or min(batches) < 1:
-      raise ValueError(f"--infer_batches={','.join(map(str, self.infer_batches))}: must be "
-                       "one or more positive integers")
-    object.__setattr__(self, "infer_batches", batches)
+    for name in ("threads", "infer_batches"):  # lists of positive integers
+      given = getattr(self, name)
+      try:
+        values = tuple(int(v) for v in given)
+      except (TypeError, ValueError):
+        values = ()
+      if not values or min(values) < 1:
+        raise ValueError(f"--{name}={','.join(map(str, given))}: must be one or more "
+                         "positive integers")
+      object.__setattr__(self, name, values)
     for name, allowed in (("augment", AUGMENTS), ("dataset", SOURCE_DATASETS),
                           ("backbone", BACKBONES), ("head", HEADS),
                           ("heatmap_stride", HEATMAP_STRIDES), ("loss", LOSSES),
