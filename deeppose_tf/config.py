@@ -137,6 +137,8 @@ class Settings:
   # same reason.
   reframe: int = 0
   reframe_grow: float = geometry.FRAMING_GROW
+  # Inference: the fraction of each refinement stage's move applied (Cascade refine_step).
+  refine_step: float = 1.0
 
   def __post_init__(self):
     if isinstance(self.skeleton, str):
@@ -174,7 +176,7 @@ class Settings:
             "sigma": self.sigma, "num_stages": self.num_stages, "data_dir": self.data_dir,
             "train_split": self.train_split, "model": dataclasses.asdict(self.model),
             "flip_test": self.flip_test, "reframe": self.reframe,
-            "reframe_grow": self.reframe_grow,
+            "reframe_grow": self.reframe_grow, "refine_step": self.refine_step,
             **({"extra_train_dirs": list(self.extra_train_dirs)}
                if self.extra_train_dirs else {}),
             **({"stage1_model": dataclasses.asdict(self.stage1_model)}

@@ -68,7 +68,7 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
         precision: str = "float32", num_stages: Optional[int] = None,
         boxes: str = "split", flip_test: Optional[bool] = None,
         reframe: Optional[int] = None, reframe_grow: Optional[float] = None,
-        detector=None) -> dict:
+        detector=None, refine_step: Optional[float] = None) -> dict:
   """Evaluates the cascade in `workdir` (stages 1..num_stages, default all of config.json's;
   or the .tflite file `tflite` made from it); returns the report dict.
 
@@ -76,15 +76,16 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   box of `detector` (predict/detectors.py; default OpenCV's HOG; the whole image when it finds
   nobody), and the report adds the detector's recall: the fraction of images whose
   detected box contains every annotated joint; "auto" pose-guided framing (predict/framing.py:
-  the split's box, then the framing of each predicted pose while it moves). flip_test, reframe, reframe_grow: None as
-  config.json says, else this evaluation's value (the Keras cascade only).
+  the split's box, then the framing of each predicted pose while it moves). flip_test, reframe,
+  reframe_grow, refine_step: None as config.json says, else this evaluation's value (the Keras cascade only).
   """
   if boxes not in BOXES:
     raise ValueError(f"boxes must be one of {list(BOXES)}, got {boxes!r}")
   config = workdir_lib.read_config(workdir)
   data_dir = data_dir or config["data_dir"]
-  if tflite and (flip_test, reframe, reframe_grow) != (None, None, None):
-    raise ValueError("--flip_test and --reframe apply to the Keras cascade; a .tflite file "
+  if tflite and (flip_test, reframe, reframe_grow, refine_step) != (None,) * 4:
+    raise ValueError("--flip_test, --reframe and --refine_step apply to the Keras cascade; a "
+                     ".tflite file "
                      "was exported with its workdir's settings")
   if tflite and precision != "float32":
     raise ValueError("--precision applies to the Keras cascade; a .tflite file has its own "
@@ -98,7 +99,7 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   else:
     casc = cascade.Cascade.load(workdir, num_stages=num_stages, precision=precision,
                                 flip_test=flip_test, reframe=reframe,
-                                reframe_grow=reframe_grow)
+                                reframe_grow=reframe_grow, refine_step=refine_step)
     report_dir = report_dir or workdir
     what = workdir
   records.verify_split(data_dir, split)  # a cut split must not score fewer images silently
@@ -316,6 +317,9 @@ def define_flags() -> None:
                        lower_bound=0)
   flags.DEFINE_float("reframe_grow", None, "Box side over the pose's extent for --reframe "
                      "(train --reframe_grow); default: the workdir's.", lower_bound=0.1)
+  flags.DEFINE_float("refine_step", None, "Fraction of each refinement stage's move applied "
+                     "(train --refine_step); default: the workdir's (the Keras cascade only).",
+                     lower_bound=0.01, upper_bound=1.0)
   # The names before the flags were unified across commands.
   from deeppose_tf.predict import detectors
   detectors.define_flags()
@@ -332,7 +336,7 @@ def main(argv):
       tflite=FLAGS.tflite, report_dir=FLAGS.report_dir, precision=FLAGS.precision,
       boxes=FLAGS.boxes,
       flip_test=None if FLAGS.flip_test == "workdir" else FLAGS.flip_test == "true",
-      reframe=FLAGS.reframe, reframe_grow=FLAGS.reframe_grow,
+      reframe=FLAGS.reframe, reframe_grow=FLAGS.reframe_grow, refine_step=FLAGS.refine_step,
       detector=None if FLAGS.boxes not in ("detect", "detect_auto") else
       _detector_from_flags())
 

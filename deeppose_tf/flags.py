@@ -211,6 +211,11 @@ def define_train_flags() -> None:
   d.DEFINE_float("reframe_grow", geometry.FRAMING_GROW, "--reframe's box side over the "
                  "predicted joints' extent (longer side). 1.3 is LSP's framing: its people "
                  "span about 0.76 of their image's longer side.", lower_bound=0.1)
+  d.DEFINE_float("refine_step", 1.0, "Inference: the fraction of each refinement stage's "
+                 "move that is applied (each stage answers previous + refine_step x its "
+                 "move). 1.0 is the paper's; 0.5, the mean of the two stages, scored above "
+                 "both on the 160 px cascade's val splits (BUILD.md). Recorded in "
+                 "config.json like --flip_test.", lower_bound=0.01, upper_bound=1.0)
   d.DEFINE_boolean("evaluate", True, "Evaluate the cascade on the test split at the end.")
   d.DEFINE_boolean("export", True, "Export the trained cascade as a TF Serving SavedModel "
                    "(next free version under --export_dir) at the end.")
@@ -376,7 +381,7 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
       curve_every=f.curve_every, curve_images=f.curve_images, stats_trim=f.stats_trim,
       refine_init=f.refine_init, phase_steps=phase_steps,
       extra_train_dirs=tuple(f.extra_train_dirs), flip_test=f.flip_test,
-      reframe=f.reframe, reframe_grow=f.reframe_grow,
+      reframe=f.reframe, reframe_grow=f.reframe_grow, refine_step=f.refine_step,
       steps=steps, batch_size=f.batch_size, sigma=f.sigma, draws=f.draws, seed=f.seed,
       stats_images=f.stats_images,
       num_stages=f.num_stages, skeleton=skeleton, init_weights=f.init_weights)

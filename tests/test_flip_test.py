@@ -131,8 +131,10 @@ def test_config_json_carries_the_setting_and_evaluate_can_override_it(tmp_path, 
   assert flipped["reframe"] == 2 and plain["reframe"] == 2
   with open(str(tmp_path / "a" / "report.json")) as f:
     assert json.load(f)["flip_test"] is True
-  with pytest.raises(ValueError, match="--flip_test and --reframe apply to the Keras"):
+  with pytest.raises(ValueError, match="--flip_test, --reframe and --refine_step apply to "):
     evaluate.run(on, tflite="model.tflite", flip_test=True)
+  assert cascade.Cascade.load(old).refine_step == 1.0  # the paper's, in old workdirs
+  assert cascade.Cascade.load(on, refine_step=0.5).refine_step == 0.5
 
 
 def test_flip_tested_reframing_cascade_converts_to_builtin_tflite_with_the_same_poses(
@@ -211,3 +213,25 @@ def test_reframing_runs_stage_1_again_on_the_box_framing_its_pose():
   assert len(net.seen) == 2
   want = geometry.crop(tf.constant(image), tf.constant(framed), tf.range(1), SIZE).numpy()
   np.testing.assert_allclose(net.seen[1], want, atol=1e-3)
+
+
+def test_refine_step_applies_that_fraction_of_the_refinement_move(tmp_path):
+  """refine_step=0.5: stage 2 answers the mean of stage 1's joint and its own (its crops,
+  around stage 1's joints, are the same); the TFLite graph agrees; a bad value is refused."""
+  full = _casc("heatmap", flip_test=True)
+  half = full._with()
+  half.refine_step = 0.5
+  image, box = _image_and_box()
+  p = full.predict(tf.constant(image), tf.constant(box)).numpy()
+  q = half.predict(tf.constant(image), tf.constant(box)).numpy()
+  np.testing.assert_allclose(q[:, 0], p[:, 0], atol=1e-5)
+  np.testing.assert_allclose(q[:, 1], 0.5 * (p[:, 0] + p[:, 1]), atol=1e-4)
+  assert not np.allclose(p[:, 0], p[:, 1], atol=1e-2)  # the stages differ: the test can fail
+  assert half.inference_settings["refine_step"] == 0.5
+  path = str(tmp_path / "half.tflite")
+  with open(path, "wb") as f:
+    f.write(export.convert_tflite(half, H, W))
+  got = TFLiteCascade(path, LSP14, num_threads=1).predict(image, box)
+  np.testing.assert_allclose(got, q, atol=0.05)
+  with pytest.raises(ValueError, match="refine_step must be in"):
+    cascade.Cascade(full.stages, LSP14, 2.0, SIZE, refine_step=0.0)
