@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from deeppose_tf import losses, optim
+from deeppose_tf import allocator, losses, optim
 from deeppose_tf.distribute import (check_same_on_workers, is_chief, num_workers, task_of,
                                      worker_temp_dir)
 
@@ -103,6 +103,24 @@ class NanGuard(keras.callbacks.Callback):
       raise FloatingPointError(
           f"training loss became {loss} at step {self.step}; the last good checkpoint is "
           "kept. Lower --learning_rate or check the data (prepare validates every record).")
+
+
+class AllocatorSettings(keras.callbacks.Callback):
+  """Undoes TensorFlow's malloc patch (allocator.py: it made every CPU training step 2-2.6x
+  slower) after the first step of every epoch: by then the distributed dataset's iterator,
+  whose construction applies the patch, exists."""
+
+  def __init__(self):
+    super().__init__()
+    self.applied = None
+
+  def on_train_batch_end(self, batch, logs=None):
+    if batch == 0:
+      applied = allocator.restore()
+      if self.applied is None:
+        logging.info("malloc thresholds %s", "restored (allocator.py)" if applied else
+                     "left alone (no glibc)")
+      self.applied = applied
 
 
 class CheckpointEvery(keras.callbacks.Callback):
@@ -205,7 +223,7 @@ def fit_stage(strategy: tf.distribute.Strategy, build_model: Callable[[], keras.
     temp_dir = worker_temp_dir(ckpt_dir, task_of(strategy)[1])
     shutil.rmtree(temp_dir, ignore_errors=True)
     manager = tf.train.CheckpointManager(checkpoint, temp_dir, max_to_keep=1)
-  callbacks = [NanGuard(step), CheckpointEvery(manager, per_epoch)]
+  callbacks = [NanGuard(step), AllocatorSettings(), CheckpointEvery(manager, per_epoch)]
   if log_dir and chief:
     callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, update_freq=50,
                                                  write_graph=False))

@@ -4,7 +4,7 @@ reads the imports from the source, lazy ones included)."""
 import import_graph
 
 # The bottom floor: pure helpers that import nothing of the package.
-FLOOR = ("deeppose_tf.atomic", "deeppose_tf.cli", "deeppose_tf.geometry",
+FLOOR = ("deeppose_tf.allocator", "deeppose_tf.atomic", "deeppose_tf.cli", "deeppose_tf.geometry",
          "deeppose_tf.layers", "deeppose_tf.optim", "deeppose_tf.progress",
          "deeppose_tf.skeleton", "deeppose_tf.torch_file")
 # The networks: built from layers and weights files, knowing nothing of data or training.

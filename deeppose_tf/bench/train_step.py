@@ -50,7 +50,8 @@ def fit_step_times(net, dataset, steps: int, warmup: int, callbacks=()) -> np.nd
   """Seconds of each of `steps` Keras fit steps after `warmup` steps, from one fit call (so
   the dataset's iterator, prefetch and autotuning stay live across the timed steps). The
   trainer's NaN guard is added: it reads every step's loss, as in training, so each step
-  ends synchronized and its time is its own."""
+  ends synchronized and its time is its own; so is its AllocatorSettings (allocator.py), as
+  in training."""
   import keras
   from deeppose_tf import trainer
 
@@ -64,7 +65,7 @@ def fit_step_times(net, dataset, steps: int, warmup: int, callbacks=()) -> np.nd
 
   timer = StepTimes()
   net.fit(dataset, steps_per_epoch=warmup + steps, epochs=1, verbose=0, shuffle=False,
-          callbacks=[trainer.NanGuard(0), *callbacks, timer])
+          callbacks=[trainer.NanGuard(0), trainer.AllocatorSettings(), *callbacks, timer])
   return np.diff(timer.times[warmup - 1:])
 
 
