@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeppose_tf import curves, metrics
+from deeppose_tf import curves, metrics, pipeline
 from deeppose_tf import model as model_lib
 from deeppose_tf.cascade import Cascade
 from deeppose_tf.predict import predict_split
@@ -26,10 +26,10 @@ def _net(seed, name):
   return model_lib.build_regressor(CONFIG, name=name)
 
 
-def _expected(nets, data_dir, limit):
+def _expected(nets, data_dir, limit, refine_step=1.0):
   """The reference: predict_split over the same images, metrics of the last stage."""
-  out = predict_split(Cascade(nets, LSP14, SIGMA, CONFIG.input_size), data_dir, "test",
-                      limit=limit, batch_size=3)
+  out = predict_split(Cascade(nets, LSP14, SIGMA, CONFIG.input_size, refine_step=refine_step),
+                      data_dir, "test", limit=limit, batch_size=3)
   s = metrics.summarize(out["poses"][:, -1], out["joints"], out["visible"], LSP14)
   return s["pcp_mean"], [s["pdj_mean_at"][r] for r in metrics.PDJ_REPORT_RADII]
 
@@ -66,6 +66,29 @@ def test_evaluator_scores_the_last_stage_deterministically_with_one_trace(tiny_d
                                         batch_size=4)
   two = evaluate2(net2)
   pcp2, pdj2 = _expected([net1, net2], tiny_data, 6)
+  # With a half refinement step the curve scores the half-step cascade, not the full one.
+  half = curves.make_val_evaluator([net1], LSP14, SIGMA, 67, tiny_data, "test", limit=6,
+                                   batch_size=4, refine_step=0.5)(net2)
+  assert half["pcp"] == pytest.approx(_expected([net1, net2], tiny_data, 6, 0.5)[0])
+  assert [half[f"pdj@{r}"] for r in metrics.PDJ_REPORT_RADII] == pytest.approx(
+      _expected([net1, net2], tiny_data, 6, 0.5)[1])
+  # ... and its poses are the half-step ones: the mean of stage 1's and the full stage 2's.
+  # A stage 2 that moves every joint by 0.3 joint-box sides makes the difference visible.
+  b = next(iter(pipeline.eval_dataset(tiny_data, "test", LSP14, 4, 6)))
+  images, boxes = b["image"], tf.cast(b["box"], tf.float32)
+  fc8 = net2.get_layer("fc8")
+  saved = fc8.get_weights()
+  fc8.set_weights([np.zeros_like(saved[0]), np.full_like(saved[1], 0.3)])
+  full_pose = evaluate2.cache[id(net2)][1](images, boxes).numpy()
+  half_eval = curves.make_val_evaluator([net1], LSP14, SIGMA, 67, tiny_data, "test", limit=6,
+                                        batch_size=4, refine_step=0.5)
+  half_eval(net2)
+  half_pose = half_eval.cache[id(net2)][1](images, boxes).numpy()
+  fc8.set_weights(saved)
+  np.testing.assert_allclose(half_pose[:, -1], (full_pose[:, 0] + full_pose[:, -1]) / 2,
+                             rtol=1e-5, atol=1e-3)
+  # every joint moved less, by far more than the tolerance above (tiny random poses: tiny boxes)
+  assert np.abs(half_pose[:, -1] - full_pose[:, -1]).min() > 0.1
   assert two["pcp"] == pytest.approx(pcp2)
   assert [two[f"pdj@{r}"] for r in metrics.PDJ_REPORT_RADII] == pytest.approx(pdj2)
   # A stage 2 that moves every joint 50 joint-box sides away detects nothing, while stage 1
