@@ -1,0 +1,63 @@
+"""A/B of TensorFlow's malloc patch in one process (BUILD.md, "Training speed: TensorFlow's
+malloc patch, undone"): the main job's stage-1 network (EfficientNet-Lite0, 96 px, heatmap
+head, freeze_stride 8, batch 32) trains on one in-memory batch under MirroredStrategy, as
+`bench.end_to_end` does, in rounds of 10 timed steps. Rounds before --restore_after run with
+the patch TensorFlow applied; then allocator.restore() runs. Each round prints its rate, the
+CPU seconds (user, system) so far and the minor page faults so far.
+
+  python experiments/malloc_ab.py --data_dir=runs/synthetic/data
+
+The rounds do not call trainer.AllocatorSettings, so the patch stays until --restore_after.
+"""
+
+import os
+import resource
+
+import numpy as np
+from absl import app, flags
+
+flags.DEFINE_string("data_dir", "runs/synthetic/data", "A prepared LSP14 folder (train split).")
+flags.DEFINE_integer("rounds", 5, "Rounds of 10 timed steps.")
+flags.DEFINE_integer("restore_after", 2, "allocator.restore() before this round.")
+FLAGS = flags.FLAGS
+
+
+def main(_):
+  import tensorflow as tf
+  from deeppose_tf import allocator, distribute, pipeline
+  from deeppose_tf.bench.train_step import compiled_training_model
+  from deeppose_tf.model import ModelConfig
+  from deeppose_tf.skeleton import LSP14
+  from deeppose_tf.trainer import NanGuard, targets_for
+  import keras, time
+
+  cfg = ModelConfig(num_joints=14, input_size=96, backbone="efficientnet_lite0",
+                    head="heatmap", freeze_stride=8)
+  strategy = distribute.make_strategy(1)
+  with strategy.scope():
+    net = compiled_training_model(cfg, "l2", 0.0)
+  real = pipeline.train_dataset(FLAGS.data_dir, "train", LSP14, 96, 32, seed=0,
+                                cache_max_side=320)
+  memory = targets_for(net, tf.data.Dataset.from_tensors(next(iter(real))).repeat())
+
+  class Times(keras.callbacks.Callback):
+    def __init__(self):
+      super().__init__()
+      self.t = []
+
+    def on_train_batch_end(self, batch, logs=None):
+      self.t.append(time.perf_counter())
+
+  for r in range(FLAGS.rounds):
+    if r == FLAGS.restore_after:
+      print("allocator.restore():", allocator.restore())
+    timer = Times()
+    net.fit(memory, steps_per_epoch=13, epochs=1, verbose=0, callbacks=[NanGuard(0), timer])
+    rate = 32 / float(np.median(np.diff(timer.t[2:])))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"round {r}: {rate:.1f} img/s, cpu user {usage.ru_utime:.1f} s system "
+          f"{usage.ru_stime:.1f} s, minor faults {usage.ru_minflt:,}", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
