@@ -9,14 +9,16 @@ explicitly also switches off glibc's dynamic mmap threshold, which is then froze
 starting value of 128 kB. From then on every tensor above 128 kB (most activations and
 gradients of a training step) is a fresh `mmap` whose pages fault in one by one and a
 `munmap` when freed, and the heap is trimmed back to the kernel whenever 128 kB lie free at
-its top. Measured on this package's main job (EfficientNet-Lite0, 96 px, batch 32, 2
-cores): 43 images/s with half of the CPU time in the kernel, against 111 images/s after
-`restore()` (`python -m deeppose_tf.bench --only=e2e`, BUILD.md "Training speed").
+its top. Measured on this package's 96 px main job (EfficientNet-Lite0, batch 32, 2 cores):
+761-796 ms per stage-1 step in `model.fit`, half of the CPU time in the kernel, against
+312-336 ms with `restore()`; `python experiments/malloc_ab.py`, one core: 30 against 66
+images/s (BUILD.md, "Training speed: TensorFlow's malloc patch, undone").
 
 What `restore()` sets is what glibc itself converges to without the patch: the mmap
 threshold at its ceiling (32 MiB on 64-bit, DEFAULT_MMAP_THRESHOLD_MAX) and the trim
 threshold at twice that. Freed memory stays in the process for reuse instead of being
-faulted in again; the resident size did not grow in the measurement (1.14 GB either way).
+faulted in again. Peak resident size: 1.14 GB either way in the in-process A/B; the whole
+96 px main job 2.33 GB before, 2.57 GB after.
 
 Only glibc (Linux) has mallopt; elsewhere `restore()` does nothing and says so.
 """
