@@ -1,11 +1,12 @@
 """A/B of TensorFlow's malloc patch in one process (BUILD.md, "Training speed: TensorFlow's
-malloc patch, undone"): the main job's stage-1 network (EfficientNet-Lite0, 96 px, heatmap
-head, freeze_stride 8, batch 32) trains on one in-memory batch under MirroredStrategy, as
+malloc patch, undone"): a stage-1 network (heatmap head, freeze_stride 8, batch 32; by default
+the 96 px main job's EfficientNet-Lite0) trains on one in-memory batch under MirroredStrategy, as
 `bench.end_to_end` does, in rounds of 10 timed steps. Rounds before --restore_after run with
 the patch TensorFlow applied; then allocator.restore() runs. Each round prints its rate, the
 CPU seconds (user, system) so far and the minor page faults so far.
 
   python experiments/malloc_ab.py --data_dir=runs/synthetic/data
+  python experiments/malloc_ab.py --data_dir=DIR --backbone=mobilenetv2 --input_size=160
 
 The rounds do not call trainer.AllocatorSettings, so the patch stays until --restore_after.
 """
@@ -19,6 +20,10 @@ from absl import app, flags
 flags.DEFINE_string("data_dir", "runs/synthetic/data", "A prepared LSP14 folder (train split).")
 flags.DEFINE_integer("rounds", 5, "Rounds of 10 timed steps.")
 flags.DEFINE_integer("restore_after", 2, "allocator.restore() before this round.")
+flags.DEFINE_string("backbone", "efficientnet_lite0", "The network's backbone (the main job's; "
+                    "mobilenetv2 is the LSP recipes').")
+flags.DEFINE_integer("input_size", 96, "Crop side in pixels (the main job: 160 since 2026-12-06; "
+                     "the A/B in BUILD.md ran at 96).")
 FLAGS = flags.FLAGS
 
 
@@ -31,12 +36,12 @@ def main(_):
   from deeppose_tf.trainer import NanGuard, targets_for
   import keras, time
 
-  cfg = ModelConfig(num_joints=14, input_size=96, backbone="efficientnet_lite0",
+  cfg = ModelConfig(num_joints=14, input_size=FLAGS.input_size, backbone=FLAGS.backbone,
                     head="heatmap", freeze_stride=8)
   strategy = distribute.make_strategy(1)
   with strategy.scope():
     net = compiled_training_model(cfg, "l2", 0.0)
-  real = pipeline.train_dataset(FLAGS.data_dir, "train", LSP14, 96, 32, seed=0,
+  real = pipeline.train_dataset(FLAGS.data_dir, "train", LSP14, FLAGS.input_size, 32, seed=0,
                                 cache_max_side=320)
   memory = targets_for(net, tf.data.Dataset.from_tensors(next(iter(real))).repeat())
 
