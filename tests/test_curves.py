@@ -79,12 +79,14 @@ def test_evaluator_scores_the_last_stage_deterministically_with_one_trace(tiny_d
   fc8 = net2.get_layer("fc8")
   saved = fc8.get_weights()
   fc8.set_weights([np.zeros_like(saved[0]), np.full_like(saved[1], 0.3)])
-  full_pose = evaluate2.cache[id(net2)][1](images, boxes).numpy()
-  half_eval = curves.make_val_evaluator([net1], LSP14, SIGMA, 67, tiny_data, "test", limit=6,
-                                        batch_size=4, refine_step=0.5)
-  half_eval(net2)
-  half_pose = half_eval.cache[id(net2)][1](images, boxes).numpy()
-  fc8.set_weights(saved)
+  try:
+    full_pose = evaluate2.cache[id(net2)][1](images, boxes).numpy()
+    half_eval = curves.make_val_evaluator([net1], LSP14, SIGMA, 67, tiny_data, "test",
+                                          limit=6, batch_size=4, refine_step=0.5)
+    half_eval(net2)
+    half_pose = half_eval.cache[id(net2)][1](images, boxes).numpy()
+  finally:
+    fc8.set_weights(saved)
   np.testing.assert_allclose(half_pose[:, -1], (full_pose[:, 0] + full_pose[:, -1]) / 2,
                              rtol=1e-5, atol=1e-3)
   # every joint moved less, by far more than the tolerance above (tiny random poses: tiny boxes)
