@@ -8,10 +8,14 @@ CPU seconds (user, system) so far and the minor page faults so far.
   python experiments/malloc_ab.py --data_dir=runs/synthetic/data
   python experiments/malloc_ab.py --data_dir=DIR --backbone=mobilenetv2 --input_size=160
 
-The rounds do not call trainer.AllocatorSettings, so the patch stays until --restore_after.
+Each round is bench.train_step.fit_step_times (NaN guard, 3 warm-up steps) without its
+AllocatorSettings, so the patch stays until --restore_after.
+
+Measured (2026-12-06): the defaults on ONE core (`taskset -c 1`): 29.6-30.5 img/s in rounds 0-1,
+66.0-67.0 after; `--backbone=mobilenetv2 --input_size=160 --rounds=4` on 2 idle cores:
+17.9-20.9, then 48.2-49.2.
 """
 
-import os
 import resource
 
 import numpy as np
@@ -30,11 +34,10 @@ FLAGS = flags.FLAGS
 def main(_):
   import tensorflow as tf
   from deeppose_tf import allocator, distribute, pipeline
-  from deeppose_tf.bench.train_step import compiled_training_model
+  from deeppose_tf.bench.train_step import compiled_training_model, fit_step_times
   from deeppose_tf.model import ModelConfig
   from deeppose_tf.skeleton import LSP14
-  from deeppose_tf.trainer import NanGuard, targets_for
-  import keras, time
+  from deeppose_tf.trainer import targets_for
 
   cfg = ModelConfig(num_joints=14, input_size=FLAGS.input_size, backbone=FLAGS.backbone,
                     head="heatmap", freeze_stride=8)
@@ -45,20 +48,11 @@ def main(_):
                                 cache_max_side=320)
   memory = targets_for(net, tf.data.Dataset.from_tensors(next(iter(real))).repeat())
 
-  class Times(keras.callbacks.Callback):
-    def __init__(self):
-      super().__init__()
-      self.t = []
-
-    def on_train_batch_end(self, batch, logs=None):
-      self.t.append(time.perf_counter())
-
   for r in range(FLAGS.rounds):
     if r == FLAGS.restore_after:
       print("allocator.restore():", allocator.restore())
-    timer = Times()
-    net.fit(memory, steps_per_epoch=13, epochs=1, verbose=0, callbacks=[NanGuard(0), timer])
-    rate = 32 / float(np.median(np.diff(timer.t[2:])))
+    step_seconds = fit_step_times(net, memory, steps=10, warmup=3, restore_malloc=False)
+    rate = 32 / float(np.median(step_seconds))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(f"round {r}: {rate:.1f} img/s, cpu user {usage.ru_utime:.1f} s system "
           f"{usage.ru_stime:.1f} s, minor faults {usage.ru_minflt:,}", flush=True)

@@ -46,12 +46,14 @@ def training_setup(config, batch_size: int, loss: str = "l2",
   return net, targets_for(net, tf.data.Dataset.from_tensors((x, y)).repeat())
 
 
-def fit_step_times(net, dataset, steps: int, warmup: int, callbacks=()) -> np.ndarray:
+def fit_step_times(net, dataset, steps: int, warmup: int, callbacks=(),
+                   restore_malloc: bool = True) -> np.ndarray:
   """Seconds of each of `steps` Keras fit steps after `warmup` steps, from one fit call (so
   the dataset's iterator, prefetch and autotuning stay live across the timed steps). The
   trainer's NaN guard is added: it reads every step's loss, as in training, so each step
   ends synchronized and its time is its own; so is its AllocatorSettings (allocator.py), as
-  in training."""
+  in training, unless restore_malloc is False (experiments/malloc_ab.py times the steps
+  under TensorFlow's patch)."""
   import keras
   from deeppose_tf import trainer
 
@@ -65,7 +67,9 @@ def fit_step_times(net, dataset, steps: int, warmup: int, callbacks=()) -> np.nd
 
   timer = StepTimes()
   net.fit(dataset, steps_per_epoch=warmup + steps, epochs=1, verbose=0, shuffle=False,
-          callbacks=[trainer.NanGuard(0), trainer.AllocatorSettings(), *callbacks, timer])
+          callbacks=[trainer.NanGuard(0),
+                     *([trainer.AllocatorSettings()] if restore_malloc else []),
+                     *callbacks, timer])
   return np.diff(timer.times[warmup - 1:])
 
 
