@@ -85,8 +85,7 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   data_dir = data_dir or config["data_dir"]
   if tflite and (flip_test, reframe, reframe_grow, refine_step) != (None,) * 4:
     raise ValueError("--flip_test, --reframe and --refine_step apply to the Keras cascade; a "
-                     ".tflite file "
-                     "was exported with its workdir's settings")
+                     ".tflite file was exported with its workdir's settings")
   if tflite and precision != "float32":
     raise ValueError("--precision applies to the Keras cascade; a .tflite file has its own "
                      "(export --quantize)")
