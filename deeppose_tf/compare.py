@@ -62,7 +62,7 @@ def compare(workdirs: Sequence[str], labels: Sequence[str], output: str,
             min_time: float = 3.0, latency: bool = True) -> dict:
   """Builds the comparison; returns the JSON dict it writes to OUTPUT.json."""
   from deeppose_tf import report as report_lib
-  from deeppose_tf.skeleton import get_skeleton
+  from deeppose_tf.skeleton import resolve
   if len(workdirs) != len(labels):
     raise ValueError(f"{len(workdirs)} workdirs but {len(labels)} labels")
   check_distinct(workdirs)
@@ -74,7 +74,7 @@ def compare(workdirs: Sequence[str], labels: Sequence[str], output: str,
                        f"{workdirs[0]} on {first['num_images']} of {first['split']!r}: "
                        "compare on the same split")
     check_same_evaluation(workdirs[0], first, w, r)
-  skeleton = get_skeleton(_skeleton_name(workdirs[0]))
+  skeleton = resolve(_skeleton_name(workdirs[0]))
   ms: List[Optional[float]] = [None] * len(workdirs)
   if latency:
     from deeppose_tf.bench import model_file
@@ -156,7 +156,8 @@ def check_same_evaluation(ref: str, ref_report: dict, workdir: str, report: dict
                        "--workdir=... --data_dir=... --boxes=...)")
 
 
-def _skeleton_name(workdir: str) -> str:
+def _skeleton_name(workdir: str):
+  """config.json's skeleton: a preset's name, or the whole skeleton (skeleton.resolve)."""
   from deeppose_tf import workdir as workdir_lib
   return workdir_lib.read_config(workdir)["skeleton"]
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from deeppose_tf import geometry
 from deeppose_tf.model import ModelConfig
+from deeppose_tf import skeleton as skeleton_lib
 from deeppose_tf.skeleton import Skeleton
 from deeppose_tf.trainer import FitConfig
 
@@ -172,7 +173,7 @@ class Settings:
   @property
   def config(self) -> dict:
     """What config.json records: enough to rebuild and run the cascade."""
-    return {"skeleton": self.skeleton.name, "input_size": self.model.input_size,
+    return {"skeleton": skeleton_lib.stored(self.skeleton), "input_size": self.model.input_size,
             "sigma": self.sigma, "num_stages": self.num_stages, "data_dir": self.data_dir,
             "train_split": self.train_split, "model": dataclasses.asdict(self.model),
             "flip_test": self.flip_test, "reframe": self.reframe,

@@ -29,11 +29,12 @@ from typing import Optional
 import numpy as np
 from absl import app, flags, logging
 
-from deeppose_tf import atomic, cascade, geometry, metrics, predict, report, tompson
+from deeppose_tf import (atomic, cascade, coco_eval, geometry, metrics, predict, report,
+                         tompson)
 from deeppose_tf.predict import framing
 from deeppose_tf import workdir as workdir_lib
 from deeppose_tf.data import records
-from deeppose_tf.skeleton import get_skeleton
+from deeppose_tf.skeleton import resolve as resolve_skeleton
 
 
 def mean_pose_baseline(workdir: str, boxes: np.ndarray) -> np.ndarray:
@@ -91,7 +92,7 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
                      "(export --quantize)")
   if tflite:
     from deeppose_tf.tflite_cascade import TFLiteCascade
-    casc = TFLiteCascade(tflite, get_skeleton(config["skeleton"]))
+    casc = TFLiteCascade(tflite, resolve_skeleton(config["skeleton"]))
     check_tflite_matches(casc, tflite, config, workdir)
     report_dir = report_dir or tflite_report_dir(tflite, workdir)
     what = tflite
@@ -126,9 +127,16 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
                                 desc=f"evaluate {split}", box_fn=box_fn)
   true, vis = out["joints"], out["visible"]
   summaries = []
+  coco_note = None
   for s in range(casc.num_stages):
     summary = metrics.summarize(out["poses"][:, s], true, vis, skeleton)
-    summaries.append(_entry(summary, stage=s + 1))
+    entry = _entry(summary, stage=s + 1)
+    try:  # COCO's OKS AP beside PCP and PDJ (coco_eval.py: sigmas, areas, protocol)
+      entry["coco"] = coco_eval.keypoint_ap(out["poses"][:, s], true, vis, skeleton,
+                                            out["areas"])
+    except ValueError as e:  # a custom skeleton whose joints have no OKS sigma
+      coco_note = str(e)
+    summaries.append(entry)
   # Tompson et al.'s stages also score their detector alone (the detector phase's pose,
   # without the spatial model): the spatial model's gain, measured on the same run.
   phases = []
@@ -149,6 +157,8 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
     result.update(casc.inference_settings)
   if phases:
     result["phases"] = phases
+  if coco_note:
+    result["coco_ap"] = f"not computed: {coco_note}"
   shown = phases + summaries  # table rows and curves
   if boxes in ("detect", "detect_auto"):
     result["detector"] = detector_recall(out["boxes"], true, vis, np.asarray(found))
@@ -179,6 +189,13 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
     print(f"person boxes: pose-guided framing from the {start} boxes, {auto['passes']} "
           f"pass(es) after the first; boxes moved per pass: {auto['moved']}")
   print(report.pdj_table_text(shown, baseline))
+  if coco_note:
+    print(f"COCO keypoint AP: not computed: {coco_note}")
+  else:
+    print("COCO keypoint AP (OKS 0.50:0.95, one prediction per annotated person, split's boxes; "
+          f"OKS area: {summaries[0]['coco']['area']}): " + ", ".join(
+              f"stage {e['stage']} {e['coco']['AP']:.3f} (AP50 {e['coco']['AP50']:.3f})"
+              for e in summaries))
   print()
   print(table_md)
   return result

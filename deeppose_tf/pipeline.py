@@ -299,7 +299,7 @@ def eval_dataset(data_dir: str, split: str, skeleton: Skeleton, batch_size: int,
   Images of a batch are zero-padded to the batch's largest size: the crop already reads
   zeros outside an image, so padding changes no pixel any box sees.
   Yields dicts: image (B, Hmax, Wmax, 3) uint8, box (B, 4), joints (B, K, 2) image pixels,
-  visible (B, K), image_id (B,), height (B,), width (B,).
+  visible (B, K), image_id (B,), height (B,), width (B,), area (B,) (-1: none stored).
   """
   k = skeleton.num_joints
   ds = _files_dataset(data_dir, split, False, 0)
@@ -310,7 +310,7 @@ def eval_dataset(data_dir: str, split: str, skeleton: Skeleton, batch_size: int,
     f = records.parse(serialized, k)
     return {"image": decode_image(f["image"], f["image_id"]), "box": initial_box(f),
             "joints": _check_record(f), "visible": f["visible"], "image_id": f["image_id"],
-            "height": f["height"], "width": f["width"]}
+            "height": f["height"], "width": f["width"], "area": f["area"]}
 
   ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -45,7 +45,11 @@ def main(argv):
   distribute.check_shared_dir(strategy, workdir)
   data_dir = dp_flags.resolve_data_dir(FLAGS)
   splits = prepare.SPLITS[FLAGS.dataset]
-  skeleton = datasets.skeleton_of(FLAGS.dataset)
+  try:
+    # coco's skeleton comes from its prepared files (the train split json).
+    skeleton = datasets.skeleton_of(FLAGS.dataset, data_dir)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   try:  # flag combinations the parser cannot check: a usage error, not a traceback
     settings = dp_flags.stage_settings(FLAGS, skeleton, data_dir)
   except ValueError as e:
@@ -85,10 +89,12 @@ def check_extra_train_dir(data_dir: str, split: str, skeleton) -> None:
   meta = records.read_meta(data_dir, split)
   # Splits that prepare wrote name their skeleton; others (written by records.write_split
   # directly) at least carry their joint count.
+  from deeppose_tf import skeleton as skeleton_lib
   theirs = meta.get("skeleton")
-  if theirs is not None and theirs != skeleton.name:
+  if theirs is not None and theirs != skeleton_lib.stored(skeleton):
+    name = theirs.get("name") if isinstance(theirs, dict) else theirs
     raise app.UsageError(f"--extra_train_dirs={data_dir}: its {split} split is on skeleton "
-                         f"{theirs!r}, the run's is {skeleton.name!r}; a mixed run needs "
+                         f"{name!r}, the run's is {skeleton.name!r}; a mixed run needs "
                          "one skeleton")
   if meta.get("num_joints", skeleton.num_joints) != skeleton.num_joints:
     raise app.UsageError(f"--extra_train_dirs={data_dir}: its {split} split has "

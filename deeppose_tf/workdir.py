@@ -110,7 +110,7 @@ def read_config(workdir: str) -> dict:
     raise ValueError(f"{workdir!r} holds no trained cascade ({path} is missing); train one "
                      "with `python -m deeppose_tf.train --workdir=...`")
   config = read_json(path, "the cascade's configuration")
-  checks = {"skeleton": str, "input_size": int, "sigma": (int, float), "num_stages": int}
+  checks = {"skeleton": (str, dict), "input_size": int, "sigma": (int, float), "num_stages": int}
   for key, kind in checks.items():
     value = config.get(key)
     if not isinstance(value, kind) or isinstance(value, bool):

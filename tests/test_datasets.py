@@ -42,9 +42,16 @@ def _prepare(name, output, sources, **kwargs):
 
 
 def test_registry_is_the_one_mapping():
-  assert datasets.names() == ("synthetic", "lsp", "lspet", "flic")
+  assert datasets.names() == ("synthetic", "lsp", "lspet", "flic", "coco")
+  # coco's skeleton comes from its files (tests/test_coco_dataset.py): none without them.
+  assert datasets.get("coco").skeleton is None
+  with pytest.raises(ValueError, match="prepare it first"):
+    datasets.skeleton_of("coco")
   for name, spec in datasets.DATASETS.items():
     assert spec.name == name
+    assert name in datasets.describe()
+    if name == "coco":
+      continue
     assert spec.skeleton.num_joints == JOINTS[name]
     assert datasets.skeleton_of(name) is spec.skeleton
     assert datasets.skeleton_of(spec.skeleton.name) is spec.skeleton
@@ -100,14 +107,19 @@ def test_dataset_options(sources, tmp_path):
 
 
 def test_unknown_dataset_and_missing_source_are_named(tmp_path):
-  known = r"unknown dataset 'coco'; expected one of \['synthetic', 'lsp', 'lspet', 'flic'\]"
-  for call in (lambda: datasets.get("coco"), lambda: prepare.check_dataset("coco"),
-               lambda: prepare.prepare("coco", str(tmp_path)),
-               lambda: prepare.ensure_prepared("coco", str(tmp_path))):
+  known = (r"unknown dataset 'mpii'; expected one of \['synthetic', 'lsp', 'lspet', 'flic', "
+           r"'coco'\]")
+  for call in (lambda: datasets.get("mpii"), lambda: prepare.check_dataset("mpii"),
+               lambda: prepare.prepare("mpii", str(tmp_path)),
+               lambda: prepare.ensure_prepared("mpii", str(tmp_path))):
     with pytest.raises(ValueError, match=known):
       call()
-  with pytest.raises(ValueError, match=r"unknown skeleton or dataset 'coco'.*'lspet'"):
-    datasets.skeleton_of("coco")
+  with pytest.raises(ValueError, match=r"unknown skeleton or dataset 'mpii'.*'lspet'"):
+    datasets.skeleton_of("mpii")
+  with pytest.raises(ValueError, match=r"dataset 'coco' needs --source_dir"):
+    prepare.prepare("coco", str(tmp_path))
+  with pytest.raises(ValueError, match=r"dataset 'coco' needs --annotations=FILE.json"):
+    prepare.prepare("coco", str(tmp_path), source=str(tmp_path))
   with pytest.raises(ValueError, match=r"unknown skeleton 'lspet'; expected one of"):
     skeleton.get_skeleton("lspet")  # skeleton.py knows skeletons, not datasets
   with pytest.raises(ValueError, match=r"dataset 'flic' needs --source_dir=DIR"):
@@ -150,7 +162,7 @@ def test_cli_help_lists_every_flag_and_old_names_work(sources, tmp_path):
                "--seed", "--num_shards", "--flic_box", "--[no]fold_val",
                "--output: Alias for --data_dir", "--source: Alias for --source_dir"):
     assert flag in out.stdout, flag
-  assert "<synthetic|lsp|lspet|flic>" in out.stdout
+  assert "<synthetic|lsp|lspet|flic|coco>" in out.stdout
   # The pre-rename names still work.
   out = _run_cli("--dataset=lsp", f"--source={sources['lsp']}", f"--output={tmp_path}",
                  "--num_shards=1")

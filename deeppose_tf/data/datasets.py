@@ -42,6 +42,9 @@ class ReadRequest:
   num_test: int
   options: Mapping[str, Any]  # the spec's Option values, by name
   meta: dict  # the split json's metadata: a reader may add to it, until the split is written
+  # A dataset whose skeleton comes from its files (spec.skeleton None: coco) sets it here
+  # when the reader is called, before any record is read.
+  skeleton: Optional[skeleton_lib.Skeleton] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +53,8 @@ class DatasetSpec:
 
   Attributes:
     name: the --dataset value.
-    skeleton: the joint layout of its records.
+    skeleton: the joint layout of its records; None where it comes from the files (coco:
+      the reader sets request.skeleton, and the split json stores it whole).
     splits: the splits prepare writes, in order: "train" first, the held-out split
       (evaluation, learning curves) last.
     reader: ReadRequest -> PoseRecords of request.split.  It is called just before the
@@ -64,7 +68,7 @@ class DatasetSpec:
   """
 
   name: str
-  skeleton: skeleton_lib.Skeleton
+  skeleton: Optional[skeleton_lib.Skeleton]
   splits: Tuple[str, ...]
   reader: Callable[[ReadRequest], Iterator[PoseRecord]]
   description: str
@@ -115,6 +119,16 @@ def _read_flic(request: ReadRequest) -> Iterator[PoseRecord]:
                         box_stats=request.meta)
 
 
+def _read_coco(request: ReadRequest) -> Iterator[PoseRecord]:
+  from deeppose_tf.data import coco
+  if not request.source:
+    raise ValueError("dataset 'coco' needs --images=DIR (or --source_dir), the folder its "
+                     "file names are relative to")
+  request.skeleton, records = coco.read(request.source, request.split, request.options,
+                                        request.seed, request.meta)
+  return records
+
+
 # ----------------------------------------------------------------------------- registry
 
 FLIC_BOXES = ("torso", "face")
@@ -150,6 +164,30 @@ DATASETS: Dict[str, DatasetSpec] = {spec.name: spec for spec in (
             "face-detector box (needs opencv: pip install \"deeppose_tf[face]\"), its face "
             "-> person box scaler fitted on train and saved as flic_face_scaler.json beside "
             "the shards.", choices=FLIC_BOXES),)),
+    DatasetSpec(
+        "coco", None, ("train", "val"), _read_coco,
+        "your own COCO-keypoints JSON (CVAT, Label Studio, Roboflow, COCO, CrowdPose...): "
+        "--annotations=FILE --images=DIR, one record per labelled person, the skeleton from "
+        "the file's category",
+        options=(
+            Option("annotations", "", "COCO: the keypoints JSON file (train; val too unless "
+                   "--val_annotations)."),
+            Option("val_annotations", "", "COCO: a second keypoints JSON for the val split "
+                   "(same category); default: --coco_val of --annotations' images."),
+            Option("coco_val", 0.1, "COCO without --val_annotations: the fraction of images "
+                   "(with all their people) held out as val, chosen by --seed."),
+            Option("category", "", "COCO: the keypoint category to read, by name (needed "
+                   "when several categories have keypoints)."),
+            Option("flip_pairs", "", "COCO: left:right joint pairs a mirror image swaps, "
+                   "a:b,c:d ('none': no pairs); default: from the names (left_*/right_*, "
+                   "l_*/r_*, *_l/*_r)."),
+            Option("torso", "", "COCO: the two joints whose distance is the torso diameter "
+                   "(PDJ, refinement boxes), a,b; default: the left shoulder and right hip."),
+            Option("pcp_limbs", "", "COCO: PCP limbs as joint pairs a:b,c:d; default: every "
+                   "edge of the category's skeleton."),
+            Option("oks_sigmas", "", "COCO: per-joint OKS sigmas for AP, K comma-separated "
+                   "numbers; default: the category's 'sigmas', else COCO's by joint type."),
+        )),
 )}
 
 
@@ -164,15 +202,38 @@ def get(name: str) -> DatasetSpec:
   return DATASETS[name]
 
 
-def skeleton_of(name: str) -> skeleton_lib.Skeleton:
+def skeleton_of(name: str, data_dir: Optional[str] = None) -> skeleton_lib.Skeleton:
   """The skeleton of dataset `name` ('lspet' -> LSP14), or the skeleton of that name
-  ('lsp14'). ValueError naming both registries' entries otherwise."""
+  ('lsp14'). ValueError naming both registries' entries otherwise.
+
+  A dataset whose skeleton comes from its files (coco) reads it from the train split json
+  in `data_dir` (prepare stored it there)."""
   if name in skeleton_lib.SKELETONS:
     return skeleton_lib.SKELETONS[name]
   if name not in DATASETS:
     raise ValueError(f"unknown skeleton or dataset {name!r}; expected one of "
                      f"{sorted(set(skeleton_lib.SKELETONS) | set(DATASETS))}")
-  return DATASETS[name].skeleton
+  if DATASETS[name].skeleton is not None:
+    return DATASETS[name].skeleton
+  if not data_dir:
+    raise ValueError(f"dataset {name!r} takes its skeleton from its files: prepare it first "
+                     f"(python -m deeppose_tf.data.prepare --dataset={name} ...) and give "
+                     "its --data_dir")
+  return skeleton_in(data_dir, DATASETS[name].splits[0])
+
+
+def skeleton_in(data_dir: str, split: str) -> skeleton_lib.Skeleton:
+  """The skeleton a prepared split's json names (a preset) or holds (a custom one)."""
+  from deeppose_tf.data import records
+  meta = records.read_meta(data_dir, split)
+  if "skeleton" not in meta:
+    raise ValueError(f"{data_dir}/{split}.json names no skeleton; write the split again with "
+                     "`python -m deeppose_tf.data.prepare`")
+  try:
+    return skeleton_lib.resolve(meta["skeleton"])
+  except ValueError as e:
+    raise ValueError(f"{data_dir}/{split}.json: its skeleton is damaged ({e}); write the "
+                     "split again with `python -m deeppose_tf.data.prepare`") from None
 
 
 def describe() -> str:

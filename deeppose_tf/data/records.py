@@ -9,6 +9,8 @@ A record holds one person in one image:
                            top-left corner of the image is (0, 0), pixel i spans [i, i+1))
   visible        float[K] 1 = annotated, 0 = not annotated (masked everywhere)
   box            float[0 or 4] optional initial person box (cx, cy, w, h), image pixels
+  area           float[0 or 1] optional person area in pixels (COCO's `area`: the scale
+                           OKS divides by); absent in records written before it existed
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class PoseRecord:
 
   joints: (K, 2) float32, image pixels; visible: (K,) float32 in {0, 1};
   box: None or (4,) float32 (cx, cy, w, h) in image pixels.
+  area: None or the person's area in pixels (COCO AP's scale; coco_eval.py says what stands
+  in for it when absent).
   """
 
   image_id: str
@@ -44,6 +48,7 @@ class PoseRecord:
   box: Optional[np.ndarray] = None
   height: int = 0
   width: int = 0
+  area: Optional[float] = None
 
 
 def image_size(image_id: str, data: bytes) -> tuple:
@@ -105,9 +110,18 @@ def validate(record: PoseRecord, num_joints: int) -> PoseRecord:
     if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
       raise ValueError(f"record {rid!r}: box must be finite (cx, cy, w, h) with w, h > 0, "
                        f"got {record.box!r}")
+  area = record.area
+  if area is not None:
+    try:
+      area = float(area)
+    except (TypeError, ValueError):
+      area = float("nan")
+    if not (np.isfinite(area) and area >= 0):
+      raise ValueError(f"record {rid!r}: area must be a finite number >= 0, got "
+                       f"{record.area!r}")
   height, width = image_size(rid, record.image)
   return dataclasses.replace(record, joints=joints, visible=visible, box=box,
-                             height=height, width=width)
+                             height=height, width=width, area=area)
 
 
 def serialize(record: PoseRecord) -> bytes:
@@ -132,6 +146,8 @@ def serialize(record: PoseRecord) -> bytes:
       "visible": floats(record.visible),
       "box": floats(record.box if record.box is not None else []),
   }
+  if record.area is not None:
+    feature["area"] = floats([record.area])
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -272,8 +288,8 @@ def parse(serialized, num_joints: int) -> dict:
   """Parses a serialized record (graph-safe, for tf.data.Dataset.map).
 
   Returns image (encoded bytes, scalar string), image_id, height, width (int32 scalars),
-  joints (K, 2) float32 image pixels, visible (K,) float32, box (4,) float32 and
-  has_box (bool scalar).
+  joints (K, 2) float32 image pixels, visible (K,) float32, box (4,) float32,
+  has_box (bool scalar) and area (float32 scalar, -1 where the record has none).
   """
   import tensorflow as tf
 
@@ -285,11 +301,15 @@ def parse(serialized, num_joints: int) -> dict:
       "joints": tf.io.FixedLenFeature([num_joints * 2], tf.float32),
       "visible": tf.io.FixedLenFeature([num_joints], tf.float32),
       "box": tf.io.VarLenFeature(tf.float32),
+      "area": tf.io.VarLenFeature(tf.float32),
   }
   ex = tf.io.parse_single_example(serialized, spec)
   box = tf.sparse.to_dense(ex["box"])
   has_box = tf.equal(tf.size(box), 4)
   box = tf.cond(has_box, lambda: tf.reshape(box, [4]), lambda: tf.zeros([4]))
+  area = tf.sparse.to_dense(ex["area"])
+  has_area = tf.equal(tf.size(area), 1)
+  area = tf.cond(has_area, lambda: tf.reshape(area, []), lambda: tf.constant(-1.0))
   return {
       "image": ex["image/encoded"],
       "image_id": ex["image/id"],
@@ -299,4 +319,5 @@ def parse(serialized, num_joints: int) -> dict:
       "visible": ex["visible"],
       "box": box,
       "has_box": has_box,
+      "area": area,  # -1 where the record has none
   }

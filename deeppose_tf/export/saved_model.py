@@ -4,6 +4,7 @@ docstring)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -35,6 +36,7 @@ class CascadeModule(tf.Module):
     self.joint_names_file = tf.saved_model.Asset(names_file)
     self._names = list(casc.skeleton.joints)
     self._skeleton = casc.skeleton.name
+    self._skeleton_json = json.dumps(casc.skeleton.to_dict())
 
   def _predict_encoded(self, pixels, sizes, boxes) -> dict:
     """The cascade on decode_batch's images, each cropped at its own size (crop_each)."""
@@ -83,6 +85,12 @@ class CascadeModule(tf.Module):
   @tf.function(input_signature=[])
   def skeleton_name(self):
     return tf.constant(self._skeleton)
+
+  @tf.function(input_signature=[])
+  def skeleton_json(self):
+    """The whole skeleton (skeleton.Skeleton.to_dict as JSON): joint names, edges, flip
+    pairs, PCP limbs, torso pair, OKS sigmas; a custom skeleton's too."""
+    return tf.constant(self._skeleton_json)
 
 
 def save_saved_model(casc: Cascade, path: str) -> None:

@@ -38,7 +38,7 @@ def representative_images(workdir: str, height: int, width: int, count: int = 32
   (calibration then only reflects the value range, not natural image statistics).
   """
   from deeppose_tf.data import records
-  from deeppose_tf.skeleton import get_skeleton
+  from deeppose_tf.skeleton import resolve
   from deeppose_tf.tflite_cascade import fit_to_canvas
   config = read_config(workdir)
   data_dir = config.get("data_dir")
@@ -47,7 +47,7 @@ def representative_images(workdir: str, height: int, width: int, count: int = 32
       records.list_shards(data_dir, split)
     except (ValueError, TypeError, OSError):
       continue
-    ds = pipeline.eval_dataset(data_dir, split, get_skeleton(config["skeleton"]), 1, count)
+    ds = pipeline.eval_dataset(data_dir, split, resolve(config["skeleton"]), 1, count)
     for batch in ds:
       hw = (int(batch["height"][0]), int(batch["width"][0]))
       canvas, scale = fit_to_canvas(batch["image"][0, :hw[0], :hw[1]].numpy(), height, width)
@@ -247,7 +247,8 @@ def sidecar_meta(casc: Cascade, height: int, width: int, quantize: str) -> dict:
   crop side), sigma (the refinement boxes, in torso diameters); and canvas [H, W], quantize
   flip_test and reframe, reframe_grow (test-time flips and stage-1 reframing, inside the
   graph) for people."""
-  return {"skeleton": casc.skeleton.name, "stages": casc.num_stages,
+  from deeppose_tf.skeleton import stored
+  return {"skeleton": stored(casc.skeleton), "stages": casc.num_stages,
           "input_size": int(casc.input_size), "sigma": float(casc.sigma),
           "canvas": [int(height), int(width)], "quantize": quantize,
           **casc.inference_settings}

@@ -24,7 +24,8 @@ def predict_split(casc, data_dir: str, split: str, limit: Optional[int] = None,
   box_fn: None uses each record's initial box; else box_fn(image (h, w, 3) uint8) -> (4,)
   (cx, cy, w, h) replaces it (e.g. a person detector's box).
   Returns poses (N, S, K, 2), joints (N, K, 2), visible (N, K), boxes (N, 4) (image
-  pixels, the boxes used), ids (N,), and `images`: the first `keep_images` images (uint8,
+  pixels, the boxes used), ids (N,), areas (N,) (the records' person areas, -1 where none
+  is stored), and `images`: the first `keep_images` images (uint8,
   own sizes).
   """
   skeleton = casc.skeleton
@@ -51,7 +52,7 @@ def predict_split(casc, data_dir: str, split: str, limit: Optional[int] = None,
     poses = run(batch)
     parts.append({"poses": poses, "joints": batch["joints"].numpy(),
                   "visible": batch["visible"].numpy(), "boxes": batch["box"].numpy(),
-                  "ids": batch["image_id"].numpy()})
+                  "ids": batch["image_id"].numpy(), "areas": batch["area"].numpy()})
     for i in range(len(poses)):
       if len(images) < keep_images:
         h, w = int(batch["height"][i]), int(batch["width"][i])

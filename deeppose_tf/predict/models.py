@@ -12,12 +12,14 @@ poses are image pixels, x before y, one row per stage.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import List, Optional, Sequence
 
 import numpy as np
 
 from deeppose_tf.skeleton import SKELETONS, Skeleton, get_skeleton
+from deeppose_tf.skeleton import resolve as resolve_skeleton
 
 MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "models")
@@ -74,7 +76,10 @@ class _SavedModel(PoseModel):
                        "it with `python -m deeppose_tf.export`")
     self._loaded = loaded
     self._fn = loaded.signatures["predict_images"]
-    self.skeleton = get_skeleton(loaded.skeleton_name().numpy().decode())
+    if hasattr(loaded, "skeleton_json"):  # every skeleton, custom ones included
+      self.skeleton = resolve_skeleton(json.loads(loaded.skeleton_json().numpy().decode()))
+    else:  # exports before skeletons travelled whole: a preset's name
+      self.skeleton = get_skeleton(loaded.skeleton_name().numpy().decode())
     self.name = os.path.basename(os.path.dirname(os.path.normpath(path)))
     self.version = os.path.basename(os.path.normpath(path))
     probe = self._fn(images=tf.zeros([1, 8, 8, 3], tf.uint8), boxes=tf.zeros([1, 4]))
@@ -93,7 +98,7 @@ class _TFLiteModel(PoseModel):
   def __init__(self, path: str, num_threads: int = 2):
     from deeppose_tf.tflite_cascade import TFLiteCascade, read_sidecar
     meta = read_sidecar(path)  # MODEL.json beside it: name, version, skeleton...
-    skeleton = get_skeleton(meta["skeleton"]) if meta.get("skeleton") else None
+    skeleton = resolve_skeleton(meta["skeleton"]) if meta.get("skeleton") else None
     if skeleton is None:  # no sidecar: the joint count names the skeleton
       from ai_edge_litert.interpreter import Interpreter
       out = Interpreter(model_path=path).get_signature_runner(

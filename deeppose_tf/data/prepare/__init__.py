@@ -17,6 +17,7 @@ from typing import Dict, Optional
 
 from absl import logging
 
+from deeppose_tf import skeleton as skeleton_lib
 from deeppose_tf.data import datasets, records
 from deeppose_tf.progress import Progress
 
@@ -49,16 +50,19 @@ def prepare(dataset: str, output: str, source: Optional[str] = None, num_train: 
                      "original files (see BUILD.md)")
   counts = {}
   for split in spec.splits:
-    meta = {"dataset": dataset, "skeleton": spec.skeleton.name, "seed": seed,
+    meta = {"dataset": dataset, "seed": seed,
             "source": os.path.abspath(source) if source else None}
     request = datasets.ReadRequest(split=split, source=source, output=output, seed=seed,
                                    num_train=num_train, num_test=num_test, options=values,
                                    meta=meta)
     reader = spec.reader(request)
+    skeleton = spec.skeleton or request.skeleton
+    # A preset by name, a skeleton read from the files whole (skeleton.stored).
+    meta["skeleton"] = skeleton_lib.stored(skeleton)
     total = spec.size(split, num_train, num_test) if spec.size else None
     t0 = time.time()
     with Progress(split, total, unit="records") as bar:
-      counts[split] = records.write_split(reader, output, split, spec.skeleton.num_joints,
+      counts[split] = records.write_split(reader, output, split, skeleton.num_joints,
                                           num_shards=num_shards, meta=meta,
                                           progress=bar.set)
     logging.info("wrote %d %s records to %s in %.1f s", counts[split], split, output,

@@ -4,6 +4,9 @@
       --num_test=N --seed=S]
   python -m deeppose_tf.data.prepare --dataset=lsp|lspet|flic --source_dir=DIR
       --data_dir=DIR [dataset options: --flic_box=torso|face, --fold_val]
+  python -m deeppose_tf.data.prepare --dataset=coco --annotations=FILE.json --images=DIR
+      --data_dir=DIR [--val_annotations=FILE.json | --coco_val=0.1] [--category=NAME
+      --flip_pairs=a:b,... --torso=a,b --pcp_limbs=a:b,... --oks_sigmas=s1,...]
 
 --data_dir is the folder train's --data_dir reads, --source_dir the original files, as in
 train (the old names --output and --source still work).  The datasets, their splits and
@@ -50,6 +53,7 @@ for _option in datasets.all_options():
   _define_option(_option)
 flags.DEFINE_alias("output", "data_dir")
 flags.DEFINE_alias("source", "source_dir")
+flags.DEFINE_alias("images", "source_dir")
 flags.mark_flags_as_required(["dataset", "data_dir"])
 
 
@@ -63,6 +67,11 @@ def main(argv):
     meta = records.read_meta(FLAGS.data_dir, split)
     print(f"{split}: {n} images, {meta['annotated_joints']} annotated joints, "
           f"{meta['masked_joints']} masked joints")
+    if meta.get("dataset") == "coco":
+      print(f"  from {meta['annotations']}: {meta['people']} people; skipped "
+            f"{meta['crowd']} crowd entries, {meta['no_keypoints']} people with no labelled "
+            f"keypoint, {meta['other_category']} annotations of other categories; "
+            f"{meta['box_from_keypoints']} boxes taken from the keypoints (no bbox)")
     if meta.get("box") == "face":
       print(f"  face box for {meta['face_found']}, torso box fallback (no face) for "
             f"{meta['fallback_torso']}")
