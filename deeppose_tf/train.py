@@ -45,11 +45,9 @@ def main(argv):
   distribute.check_shared_dir(strategy, workdir)
   data_dir = dp_flags.resolve_data_dir(FLAGS)
   splits = prepare.SPLITS[FLAGS.dataset]
-  try:
-    # coco's skeleton comes from its prepared files (the train split json).
-    skeleton = datasets.skeleton_of(FLAGS.dataset, data_dir)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from None
+  # coco's skeleton comes from its prepared files (the train split json); a missing or
+  # damaged one is a one-line error naming the file (cli.run).
+  skeleton = datasets.skeleton_of(FLAGS.dataset, data_dir)
   try:  # flag combinations the parser cannot check: a usage error, not a traceback
     settings = dp_flags.stage_settings(FLAGS, skeleton, data_dir)
   except ValueError as e:

@@ -225,6 +225,7 @@ def test_png_masked_joints_and_colliding_names(tmp_path):
   _assert_same_records(data_dir, back)
 
 
+@pytest.mark.slow  # two subprocesses importing TF: 10-25 s
 def test_cli(lsp_data, tmp_path):
   out = str(tmp_path / "cli")
   cmd = [sys.executable, "-m", "deeppose_tf.data.to_coco", f"--data_dir={lsp_data}",

@@ -55,7 +55,7 @@ def load(path: str) -> dict:
     raise ValueError(f"--annotations={path}: no such file")
   try:
     with open(path, "rb") as f:
-      data = json.loads(f.read().decode("utf-8"))
+      data = json.loads(f.read().decode("utf-8-sig"))  # a byte-order mark is fine
   # ValueError: JSONDecodeError, UnicodeDecodeError, and an integer over Python's
   # 4300-digit limit (a plain ValueError).
   except (ValueError, RecursionError) as e:
@@ -334,6 +334,8 @@ def read_split(images_dir: str, path: str, skeleton: skeleton_lib.Skeleton,
     if kp is None:
       got = ann.get("keypoints")
       n = len(got) if isinstance(got, list) else type(got).__name__
+      if isinstance(got, list) and len(got) == 3 * k:  # the right length: name the bad value
+        n = f"{[v for v in got if not _is_number(v)][0]!r:.40} among them"
       raise _fail(where, f"keypoints must be {3 * k} numbers (x, y, v for each of the "
                   f"{k} joints of {skeleton.name!r}), got {n}")
     kp = kp.reshape(k, 3)
@@ -391,7 +393,7 @@ def read_split(images_dir: str, path: str, skeleton: skeleton_lib.Skeleton,
       box = framing_box(bbox_arr)
     area = ann.get("area")
     if area is not None and (not _is_number(area) or area < 0 or
-                             not abs(float(area)) <= np.finfo(np.float32).max):
+                             not abs(float(area)) <= float(np.finfo(np.float32).max)):
       raise _fail(where, f"area {area!r} is not a finite number >= 0")
     counts["people"] += 1
     yield PoseRecord(image_id=f"{image.file_name}#{aid}", image=raw, joints=joints,

@@ -79,10 +79,10 @@ def make(root: str, num_images: int = 12, seed: int = 0, size=(160, 120)) -> str
                    "num_keypoints": int((v > 0).sum()), "bbox": bbox,
                    "area": bbox[2] * bbox[3], "iscrowd": 0})
     if i == 0:
-      anns.append({"id": 9001, "image_id": 1, "category_id": 1, "keypoints": [0] * 15,
+      anns.append({"id": 1_000_001, "image_id": 1, "category_id": 1, "keypoints": [0] * 15,
                    "num_keypoints": 0, "bbox": [0, 0, 20, 20], "area": 400, "iscrowd": 1})
     if i == 1:
-      anns.append({"id": 9002, "image_id": 2, "category_id": 1, "keypoints": [0] * 15,
+      anns.append({"id": 1_000_002, "image_id": 2, "category_id": 1, "keypoints": [0] * 15,
                    "num_keypoints": 0, "bbox": [0, 0, 20, 20], "area": 400, "iscrowd": 0})
     im.save(os.path.join(root, "images", name), quality=92)
     images.append({"id": i + 1, "file_name": name, "width": w, "height": h})
