@@ -238,8 +238,8 @@ def check_tflite_matches(lite, tflite: str, config: dict, workdir: str) -> None:
   names them; the file must not have more stages than the workdir (fewer: exported before
   stages were added, evaluated with a warning). ValueError naming both files and every
   difference."""
-  from deeppose_tf.tflite_cascade import read_sidecar, sidecar_path
-  meta = read_sidecar(tflite)
+  from deeppose_tf.tflite_cascade import read_model_meta, sidecar_path
+  meta = read_model_meta(tflite)
   config_file = workdir_lib.config_path(workdir)
   diffs = [f"{key} {meta[key]!r} in {sidecar_path(tflite)}, {config[key]!r} in {config_file}"
            for key in ("skeleton", "input_size", "sigma") if key in meta

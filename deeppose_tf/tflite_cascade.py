@@ -11,13 +11,16 @@ the same factor. Runs in the LiteRT interpreter (ai_edge_litert).
 
 Beside MODEL.tflite, MODEL.json (the sidecar, read_sidecar) says what the file was made for:
 `export --format=tflite` writes skeleton, stages, input_size, sigma, canvas and quantize; a
-model card (the bundled model's) also name, version and card.
+model card (the bundled model's) also name, version and card. The same export facts travel
+inside the file too, as its flatbuffer metadata entry "deeppose" (read_embedded), so that a
+.tflite file copied without its sidecar still names its skeleton; read_model_meta joins both.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 from typing import Tuple
 
 import numpy as np
@@ -39,6 +42,41 @@ def fit_to_canvas(image: np.ndarray, height: int, width: int) -> Tuple[np.ndarra
     img = tf.image.resize(img, size, antialias=True)
   img = tf.image.pad_to_bounding_box(img, 0, 0, height, width)
   return img.numpy(), scale
+
+
+# The name of the .tflite metadata entry that holds the export's facts (JSON).
+METADATA_NAME = "deeppose"
+
+
+def read_embedded(model_path: str) -> dict:
+  """The JSON object in the file's "deeppose" metadata entry ({} when it has none: files
+  exported before it existed). ValueError naming the file when it is not a .tflite
+  flatbuffer or the entry is not a JSON object."""
+  from tensorflow.lite.python import schema_py_generated as schema
+  with open(model_path, "rb") as f:
+    data = f.read()
+  try:
+    model = schema.Model.GetRootAs(data, 0)
+    for i in range(model.MetadataLength()):
+      entry = model.Metadata(i)
+      if entry.Name() == METADATA_NAME.encode():
+        raw = model.Buffers(entry.Buffer()).DataAsNumpy()
+        meta = json.loads(bytes(raw).decode("utf-8"))
+        break
+    else:
+      return {}
+  except (IndexError, ValueError, TypeError, AttributeError, struct.error) as e:
+    raise ValueError(f"{model_path}: not a readable .tflite file, or its {METADATA_NAME!r} "
+                     f"metadata is damaged ({str(e)[:200]})") from None
+  if not isinstance(meta, dict):
+    raise ValueError(f"{model_path}: its {METADATA_NAME!r} metadata is not a JSON object")
+  return meta
+
+
+def read_model_meta(model_path: str) -> dict:
+  """What is known about a .tflite file: its embedded metadata, with its sidecar's keys over
+  them (a model card's name, version and card live in the sidecar)."""
+  return {**read_embedded(model_path), **read_sidecar(model_path)}
 
 
 def sidecar_path(model_path: str) -> str:

@@ -5,6 +5,7 @@ output), and COCO's OKS AP beside PCP."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -136,6 +137,44 @@ def test_keypoint_ap_is_pycocotools_oks_ap():
   assert large > small
 
 
+def test_tflite_files_carry_their_metadata_inside():
+  """embed_metadata adds the export's facts to the flatbuffer and changes no output."""
+  from ai_edge_litert.interpreter import Interpreter
+  from deeppose_tf.export import tflite as tflite_export
+  from deeppose_tf.tflite_cascade import read_embedded, read_model_meta
+  src = os.path.join(REPO, "deeppose_tf", "models", "deeppose_lspet.tflite")
+  with open(src, "rb") as f:
+    data = f.read()
+  meta = {"skeleton": coco.category_skeleton(
+      {"id": 1, "name": "person", "keypoints": COCO17, "skeleton": COCO17_EDGES}, "t").to_dict(),
+          "stages": 2}
+  out = tflite_export.embed_metadata(data, meta)
+  again = tflite_export.embed_metadata(out, {"stages": 3})  # replaced, not added twice
+  import tempfile
+  with tempfile.TemporaryDirectory() as d:
+    paths = []
+    for i, blob in enumerate((data, out, again)):
+      paths.append(os.path.join(d, f"m{i}.tflite"))
+      with open(paths[-1], "wb") as f:
+        f.write(blob)
+    assert read_embedded(paths[1]) == meta and read_embedded(paths[2]) == {"stages": 3}
+    assert read_model_meta(paths[1])["skeleton"]["joints"] == COCO17  # no sidecar there
+    outs, image = [], None
+    for p in paths[:2]:
+      run = Interpreter(model_path=p).get_signature_runner("serving_default")
+      if image is None:
+        shape = run.get_input_details()["image"]["shape"]
+        image = np.random.RandomState(0).uniform(0, 255, shape).astype(np.float32)
+      outs.append(run(image=image, box=np.array([[150, 200, 220, 300]], np.float32))[
+          "joints_per_stage"])
+    np.testing.assert_array_equal(outs[0], outs[1])
+    bad = os.path.join(d, "bad.tflite")
+    with open(bad, "wb") as f:
+      f.write(b"not a flatbuffer at all")
+    with pytest.raises(ValueError, match="bad.tflite"):
+      read_embedded(bad)
+
+
 def _run(module, *args, timeout=900):
   return subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
                         text=True, env=subprocess_env(), cwd=REPO, timeout=timeout)
@@ -164,9 +203,13 @@ def test_custom_skeleton_trains_evaluates_exports_and_predicts_with_its_names(
   run = _run("deeppose_tf.export", f"--workdir={workdir}", f"--export_dir={lite}",
              "--format=tflite")
   assert run.returncode == 0, run.stderr[-3000:]
+  # The .tflite file alone, without its sidecar json: its own metadata names the skeleton.
+  alone = str(tmp_path / "alone" / "figure.tflite")
+  os.makedirs(os.path.dirname(alone))
+  shutil.copy(lite, alone)
   photo = os.path.join(root, "images", "img_000.jpg")
-  for model in (os.path.join(workdir, "export", "1"), lite, workdir):
-    out = str(tmp_path / f"pred_{os.path.basename(model)}")
+  for model in (os.path.join(workdir, "export", "1"), lite, alone, workdir):
+    out = str(tmp_path / f"pred_{len(os.listdir(tmp_path))}")
     run = _run("deeppose_tf.predict", photo, f"--model={model}", f"--output={out}",
                "--boxes=full", "--coco")
     assert run.returncode == 0, (model, run.stderr[-3000:])

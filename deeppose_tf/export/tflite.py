@@ -235,10 +235,32 @@ def export_tflite(workdir: str, output: str, quantize: str = "none",
   rep = (representative_images(workdir, height, width, seed=seed) if quantize == "int8"
          else None)
   data = convert_tflite(casc, height, width, quantize, rep)
+  meta = sidecar_meta(casc, height, width, quantize)
+  data = embed_metadata(data, meta)
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   atomic.write_bytes(output, data)
-  write_sidecar(output, sidecar_meta(casc, height, width, quantize))
+  write_sidecar(output, meta)
   return output
+
+
+def embed_metadata(data: bytes, meta: dict) -> bytes:
+  """The .tflite flatbuffer `data` with `meta` as JSON in its metadata entry "deeppose"
+  (tflite_cascade.METADATA_NAME; replaced if present). The interpreter ignores metadata, so
+  the graph and its outputs are unchanged; a copy of the file without its sidecar still
+  names its skeleton (tflite_cascade.read_embedded)."""
+  from tensorflow.lite.python import schema_py_generated as schema
+  from tensorflow.lite.tools import flatbuffer_utils
+  from deeppose_tf.tflite_cascade import METADATA_NAME
+  model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+  entries = [m for m in (model.metadata or []) if m.name != METADATA_NAME.encode()]
+  buffer = schema.BufferT()
+  buffer.data = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
+  model.buffers.append(buffer)
+  entry = schema.MetadataT()
+  entry.name = METADATA_NAME
+  entry.buffer = len(model.buffers) - 1
+  model.metadata = entries + [entry]
+  return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def sidecar_meta(casc: Cascade, height: int, width: int, quantize: str) -> dict:

@@ -96,8 +96,9 @@ class _SavedModel(PoseModel):
 
 class _TFLiteModel(PoseModel):
   def __init__(self, path: str, num_threads: int = 2):
-    from deeppose_tf.tflite_cascade import TFLiteCascade, read_sidecar
-    meta = read_sidecar(path)  # MODEL.json beside it: name, version, skeleton...
+    from deeppose_tf.tflite_cascade import TFLiteCascade, read_model_meta
+    # The file's own metadata, and MODEL.json beside it: name, version, skeleton...
+    meta = read_model_meta(path)
     skeleton = resolve_skeleton(meta["skeleton"]) if meta.get("skeleton") else None
     if skeleton is None:  # no sidecar: the joint count names the skeleton
       from ai_edge_litert.interpreter import Interpreter
