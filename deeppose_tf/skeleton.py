@@ -115,6 +115,20 @@ class Skeleton:
     and right under."""
     return _side(joint)[1]
 
+  def describe(self) -> str:
+    """The skeleton in a few lines, for people (prepare prints a skeleton read from files)."""
+    pairs = [(self.joints[i], self.joints[j]) for i, j in enumerate(self.flip_permutation)
+             if i < j]
+    return "\n".join([
+        f"skeleton {self.name!r}: {self.num_joints} joints {list(self.joints)}",
+        f"  drawing edges: {[f'{a}-{b}' for a, b in self.edges]}",
+        f"  flip pairs: {[f'{a}:{b}' for a, b in pairs] or 'none'}",
+        f"  torso diameter: {self.diameter[0]} to {self.diameter[1]}",
+        f"  PCP limb types: {[f'{t} ({len(l)} limbs)' for t, l in self.pcp_average]}",
+        "  OKS sigmas: " + (str(list(self.sigmas)) if self.sigmas else
+                            "none given: evaluate takes COCO's by joint type, and needs "
+                            "--oks_sigmas for joints COCO lacks")])
+
   # ------------------------------------------------------------------ as data
 
   def to_dict(self) -> Dict[str, Any]:

@@ -45,6 +45,8 @@ def test_coco_category_gives_the_skeleton_from_its_names():
   # COCO's own sigmas by joint type.
   np.testing.assert_allclose(coco_eval.sigmas_for(s)[[0, 5, 15]], [0.026, 0.079, 0.089])
   assert Skeleton.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+  text = s.describe()
+  assert "17 joints" in text and "left_eye:right_eye" in text and "left_shoulder to right_hip" in text
 
 
 def test_side_styles_flags_and_refusals():

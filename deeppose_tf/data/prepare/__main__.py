@@ -63,9 +63,12 @@ def main(argv):
   options = {option.name: FLAGS[option.name].value for option in datasets.all_options()}
   counts = prepare.prepare(FLAGS.dataset, FLAGS.data_dir, FLAGS.source_dir, FLAGS.num_train,
                            FLAGS.num_test, FLAGS.seed, FLAGS.num_shards, **options)
+  if datasets.get(FLAGS.dataset).skeleton is None:  # read from the files: show what was read
+    print(datasets.skeleton_in(FLAGS.data_dir, next(iter(counts))).describe())
   for split, n in counts.items():
     meta = records.read_meta(FLAGS.data_dir, split)
-    print(f"{split}: {n} images, {meta['annotated_joints']} annotated joints, "
+    unit = "people" if meta.get("dataset") == "coco" else "images"  # coco: one per person
+    print(f"{split}: {n} {unit}, {meta['annotated_joints']} annotated joints, "
           f"{meta['masked_joints']} masked joints")
     if meta.get("dataset") == "coco":
       print(f"  from {meta['annotations']}: {meta['people']} people; skipped "
