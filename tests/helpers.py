@@ -76,3 +76,17 @@ def weight_types(model: bytes) -> dict:
           "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
         out[g.tensors[op.outputs[0]].name.decode()] = names[g.tensors[op.inputs[1]].type]
   return out
+
+
+# The folder of the peer models, detectors and datasets that some tests use (../shared on the
+# developers' machine); users do not have it, so those tests skip with need_shared's reason.
+SHARED = os.environ.get("DEEPPOSE_SHARED", os.path.join(REPO, "..", "shared"))
+
+
+def need_shared(path: str, holds: str) -> str:
+  """`path`, or a skip saying it is missing and what DEEPPOSE_SHARED should hold."""
+  import pytest
+  if not os.path.exists(path):
+    pytest.skip(f"{os.path.abspath(path)} is missing (set DEEPPOSE_SHARED to the folder with "
+                f"{holds})")
+  return path

@@ -10,19 +10,15 @@ import pytest
 from PIL import Image
 
 from deeppose_tf.predict import detectors as D
-from helpers import REPO
+from helpers import REPO, SHARED, need_shared
 
-SHARED = os.environ.get("DEEPPOSE_SHARED", os.path.join(REPO, "..", "shared"))
 BLAZEPOSE = os.path.join(SHARED, "detectors", "blazepose_pose_detection.tflite")
 MOVENET = os.path.join(SHARED, "detectors", "movenet_multipose_lightning_fp16.tflite")
 LSPET = os.path.join(SHARED, "data", "lspet")
 
 
 def _need(path):
-  if not os.path.exists(path):
-    pytest.skip(f"{os.path.abspath(path)} is missing (set DEEPPOSE_SHARED to the folder with "
-                "detectors/ and data/lspet/)")
-  return path
+  return need_shared(path, "detectors/ and data/lspet/")
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,8 @@ import pytest
 
 from deeppose_tf.predict import models, peers
 from deeppose_tf.skeleton import LSP14
-from helpers import REPO, subprocess_env, tiny_predict_workdir
+from helpers import REPO, SHARED, need_shared, subprocess_env, tiny_predict_workdir
 
-SHARED = os.environ.get("DEEPPOSE_SHARED", os.path.join(REPO, "..", "shared"))
 PEERS = os.path.join(SHARED, "peers")
 BLAZEPOSE_FULL = os.path.join(PEERS, "pose_landmark_full.tflite")
 MOVENET_SINGLE = os.path.join(PEERS, "movenet_single_pose_lightning_ptq.tflite")
@@ -27,10 +26,7 @@ LSP = os.path.join(SHARED, "data", "lsp")
 
 
 def _need(path):
-  if not os.path.exists(path):
-    pytest.skip(f"{os.path.abspath(path)} is missing (set DEEPPOSE_SHARED to the folder with "
-                "peers/, detectors/ and data/lsp/)")
-  return path
+  return need_shared(path, "peers/, detectors/ and data/lsp/")
 
 
 # ------------------------------------------------------------- (a) mapping and geometry
