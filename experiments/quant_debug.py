@@ -21,14 +21,11 @@ The JSON lists every layer; the printout shows the worst ten per stage.
 
 import json
 import os
-import sys
 import tempfile
 
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 flags.DEFINE_string("workdir", None, "A trained cascade's workdir.")
 flags.DEFINE_string("data_dir", None, "Prepared records (default: config.json's data_dir).")

@@ -15,12 +15,9 @@ The torso diameter is stage 1's predicted one (what a cascade has at inference).
 
 import json
 import os
-import sys
 
 import numpy as np
 from absl import app, flags
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 flags.DEFINE_string("poses", None, "The .npz of poses (N, S, K, 2), joints, visible.")
 flags.DEFINE_boolean("dump", False, "Run --workdir's cascade on --data_dir's val split first.")
