@@ -170,7 +170,7 @@ BAD_FLAGS = ["--draws=0", "--batch_size=0", "--batch_size=-4", "--eval_batch_siz
              "--sigma=0", "--sigma=-1", "--learning_rate=nan", "--learning_rate=0",
              "--dropout=1", "--rotate=-5", "--stats_trim=0", "--cpu_replicas=0",
              "--input_size=4", "--heatmap_sigma=0", "--translate=inf", "--eval_limit=-1",
-             "--dataset=coco"]
+             "--dataset=mpii"]
 
 
 def test_every_bad_flag_fails_at_parsing_naming_flag_value_and_range():
@@ -186,7 +186,7 @@ def test_every_bad_flag_fails_at_parsing_naming_flag_value_and_range():
     assert f"--{name}" in message, (arg, message)
     if name != "dataset":
       assert "allowed range" in message, (arg, message)
-  assert "expected one of" in out["--dataset=coco"]
+  assert "expected one of" in out["--dataset=mpii"]
 
 
 def test_bad_steps_per_stage_is_a_usage_error_not_a_traceback(tmp_path):

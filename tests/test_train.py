@@ -161,10 +161,10 @@ def test_stage_two_refuses_without_stage_one(tiny_data, tmp_path):
 
 def test_unknown_dataset_is_named(tmp_path):
   out = subprocess.run([sys.executable, "-m", "deeppose_tf.train", f"--workdir={tmp_path}",
-                        "--dataset=coco"], capture_output=True, text=True, env=_env(),
+                        "--dataset=mpii"], capture_output=True, text=True, env=_env(),
                        cwd=REPO, timeout=300)
   assert out.returncode != 0
-  assert "unknown dataset 'coco'" in out.stderr
+  assert "unknown dataset 'mpii'" in out.stderr
 
 
 def test_nan_loss_stops_training_with_the_step(tiny_data, tmp_path):
