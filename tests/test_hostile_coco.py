@@ -1199,6 +1199,7 @@ SWEEP = [(m, False) for m in ANNOTATION_MUTATIONS + IMAGE_MUTATIONS + CATEGORY_M
          BYTE_MUTATIONS] + [(v_category, True)]
 
 
+@pytest.mark.slow  # 332 files: 10-30 s; the 270 hypothesis inputs stay in the default run
 def test_every_hostile_value_once(env):
   """Hypothesis samples the tables above; this runs each entry of each table once (its
   target and the other choices seeded), so none is left to chance. Failures are collected
@@ -1221,6 +1222,9 @@ def test_every_property_ran_its_examples():
   """Run last in this module (pytest keeps file order)."""
   assert all(tried[name] >= n for name, n in EXAMPLES.items()), tried
   assert sum(tried[name] for name in EXAMPLES) >= 200, tried
-  assert tried["sweep"] >= 250, tried
+  # The sweep runs in the slow suite; when it ran, it covered every table entry.
+  assert tried["sweep"] == 0 or tried["sweep"] >= 250, tried
   for name, seen in outcomes.items():
+    if name == "sweep" and not tried["sweep"]:
+      continue  # the sweep is in the slow suite
     assert seen["refused"] > 0 and (name == "bytes" or seen["accepted"] > 0), outcomes

@@ -330,9 +330,9 @@ def test_train_cli_phases_resume_and_method_flags(tmp_path):
 
 
 def test_compare_tables_and_plots_workdirs(workdir, tiny_data, tmp_path):
-  """compare: one row per stage and phase of each workdir, their cost, latency measured in
-  the run, and the PDJ curves of all of them in one PNG; workdirs evaluated on different
-  splits are refused."""
+  """compare: one row per stage and phase of each workdir, their cost, and the PDJ curves of
+  all of them in one PNG; workdirs evaluated on different splits are refused. (Latency, two
+  timing processes: tests/test_peers.py, in the slow suite.)"""
   import json
   import shutil
   from deeppose_tf import compare, evaluate
@@ -342,7 +342,7 @@ def test_compare_tables_and_plots_workdirs(workdir, tiny_data, tmp_path):
   for w in (a, b):
     evaluate.run(w, split="test", data_dir=tiny_data, limit=8)
   out = str(tmp_path / "cmp" / "both")
-  result = compare.compare([a, b], ["A", "B"], out, min_time=0.1)
+  result = compare.compare([a, b], ["A", "B"], out, latency=False)
   with open(out + ".md") as f:
     table = f.read()
   for row in ("| A stage 1 detector only |", "| A stage 1 |", "| B stage 1 |", "| mean pose |"):
@@ -351,7 +351,7 @@ def test_compare_tables_and_plots_workdirs(workdir, tiny_data, tmp_path):
   (ma, mb) = result["methods"]
   assert ma["params"] == net.count_params() and ma["gflops"] == pytest.approx(
       model_lib.forward_flops(net) / 1e9)
-  assert ma["latency_ms"] > 0 and mb["latency_ms"] > 0
+  assert ma["latency_ms"] is None and "ms 1 thread" in table
   assert os.path.getsize(out + ".png") > 1000
   with open(out + ".json") as f:
     assert json.load(f)["num_images"] == 8
