@@ -168,6 +168,7 @@ def test_records_render_to_table_and_json():
   assert lines[-1].split() == ["broken", "failed", "see", "JSON"]
 
 
+@pytest.mark.slow  # 10-22 s: the default run stays under 10 minutes
 def test_cli_help_lists_every_flag_and_rejects_bad_values(tmp_path):
   """python -m deeppose_tf.bench: --help lists the flags; a bad value is refused at entry
   naming the flag, the value and the allowed values; a tiny peak run writes its JSON."""

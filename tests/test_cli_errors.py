@@ -55,6 +55,7 @@ def test_guard_turns_expected_errors_into_one_line_and_keeps_others(capsys, monk
     cli.guard(bad, "demo")([])
 
 
+@pytest.mark.slow  # 10-22 s: the default run stays under 10 minutes
 def test_missing_workdir_is_one_line_and_verbosity_shows_the_traceback(tmp_path):
   missing = str(tmp_path / "nope")
   _one_line_error(_run("evaluate", f"--workdir={missing}"), "evaluate", missing,

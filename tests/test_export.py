@@ -593,6 +593,7 @@ def test_bench_quant_reports_keras_fp32_and_int8_accuracy(workdir, tmp_path):
   assert len(rows) == 6 and "int8 - fp32" in rows[-2][0] and "bfloat16" in rows[-1][0]
 
 
+@pytest.mark.slow  # 10-22 s: the default run stays under 10 minutes
 def test_bfloat16_export_is_close_to_float32(workdir, casc, loaded, tmp_path):
   """export --precision=bfloat16: the networks compute in bfloat16 (variables and the
   output layer float32) and a fresh load predicts the float32 poses to within 2% of the

@@ -115,6 +115,7 @@ def _workdir(path, flip_test, data_dir="unused"):
   return str(path)
 
 
+@pytest.mark.slow  # 10-22 s: the default run stays under 10 minutes
 def test_config_json_carries_the_setting_and_evaluate_can_override_it(tmp_path, tiny_data):
   old = _workdir(tmp_path / "old", None)
   on = _workdir(tmp_path / "on", True, tiny_data)
@@ -137,6 +138,7 @@ def test_config_json_carries_the_setting_and_evaluate_can_override_it(tmp_path, 
   assert cascade.Cascade.load(on, refine_step=0.5).refine_step == 0.5
 
 
+@pytest.mark.slow  # 10-22 s: the default run stays under 10 minutes
 def test_flip_tested_reframing_cascade_converts_to_builtin_tflite_with_the_same_poses(
     tmp_path):
   casc = _casc("heatmap", flip_test=True, reframe=1)
@@ -215,6 +217,7 @@ def test_reframing_runs_stage_1_again_on_the_box_framing_its_pose():
   np.testing.assert_allclose(net.seen[1], want, atol=1e-3)
 
 
+@pytest.mark.slow  # 10-22 s: the default run stays under 10 minutes
 def test_refine_step_applies_that_fraction_of_the_refinement_move(tmp_path):
   """refine_step=0.5: stage 2 answers the mean of stage 1's joint and its own (its crops,
   around stage 1's joints, are the same); the TFLite graph agrees; a bad value is refused."""

@@ -135,6 +135,7 @@ def workdir(tmp_path_factory):
   return d
 
 
+@pytest.mark.slow  # 10-22 s: the default run stays under 10 minutes
 def test_evaluate_auto_records_its_passes(workdir, tmp_path):
   data = str(tmp_path / "data")
   records.write_split(random_records(6, seed=4, size=(60, 90)), data, "val", 14,

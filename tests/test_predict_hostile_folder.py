@@ -111,6 +111,7 @@ def tree(tmp_path_factory):
   return root, inputs, {os.path.realpath(p) for p in good}, bad, box_file, refused, boxes
 
 
+@pytest.mark.slow  # 10-22 s: the default run stays under 10 minutes
 def test_a_hostile_tree_of_300_inputs(tree, tmp_path):
   root, inputs, good, bad, box_file, refused, boxes = tree
   assert len(good) + len(bad) >= 300

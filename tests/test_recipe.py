@@ -200,6 +200,7 @@ def test_small_network_with_each_head_fits_four_distinct_poses(backbone, head):
   assert np.all(err_own < 0.25 * err_mean), (err_own, err_mean)
 
 
+@pytest.mark.slow  # 10-22 s: the default run stays under 10 minutes
 def test_bfloat16_training_is_finite_and_saves_float32(tmp_path):
   keras.utils.set_random_seed(1)
   config = model_lib.ModelConfig(input_size=64, backbone="resnet", head="integral", width=0.25,

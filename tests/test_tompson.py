@@ -329,6 +329,7 @@ def test_train_cli_phases_resume_and_method_flags(tmp_path):
     assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
 
 
+@pytest.mark.slow  # 10-22 s: the default run stays under 10 minutes
 def test_compare_tables_and_plots_workdirs(workdir, tiny_data, tmp_path):
   """compare: one row per stage and phase of each workdir, their cost, and the PDJ curves of
   all of them in one PNG; workdirs evaluated on different splits are refused. (Latency, two
