@@ -311,7 +311,9 @@ def resolve(value: Union[str, Mapping[str, Any], Skeleton]) -> Skeleton:
     return value
   if isinstance(value, str):
     return get_skeleton(value)
-  return Skeleton.from_dict(value)
+  skeleton = Skeleton.from_dict(value)
+  # A preset stored whole (a SavedModel's skeleton_json) comes back as the preset itself.
+  return SKELETONS[skeleton.name] if SKELETONS.get(skeleton.name) == skeleton else skeleton
 
 
 def stored(skeleton: Skeleton) -> Union[str, Dict[str, Any]]:

@@ -70,7 +70,7 @@ def test_side_styles_flags_and_refusals():
       skeleton_lib.resolve(bad)
   # Presets stay names where they are stored (older readers understand them).
   assert skeleton_lib.stored(LSP14) == "lsp14" and skeleton_lib.resolve("lsp14") is LSP14
-  assert skeleton_lib.resolve(LSP14.to_dict()) == LSP14
+  assert skeleton_lib.resolve(LSP14.to_dict()) is LSP14
   assert coco.FRAMING_GROW == geometry.FRAMING_GROW
 
 
