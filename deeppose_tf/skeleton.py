@@ -31,15 +31,11 @@ def _side(name: str) -> Tuple[Optional[str], str, str]:
   m = _SIDE.match(name)
   if not m:
     return None, name, name
-  if m.group("pre"):
-    mark, rest = m.group("pre"), m.group("rest")
-    other = _OTHER[mark.lower()]
-    other = other.upper() if mark.isupper() else other.capitalize() if mark[0].isupper() else other
-    return mark[0].lower(), rest, f"{other}_{rest}"
-  mark, rest = m.group("suf"), m.group("rest2")
+  prefix = m.group("pre") is not None
+  mark, rest = (m.group("pre"), m.group("rest")) if prefix else (m.group("suf"), m.group("rest2"))
   other = _OTHER[mark.lower()]
   other = other.upper() if mark.isupper() else other.capitalize() if mark[0].isupper() else other
-  return mark[0].lower(), rest, f"{rest}_{other}"
+  return mark[0].lower(), rest, f"{other}_{rest}" if prefix else f"{rest}_{other}"
 
 
 @dataclasses.dataclass(frozen=True)
