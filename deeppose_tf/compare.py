@@ -136,25 +136,14 @@ def workdir_timing(workdirs: Sequence[str], min_time: float,
   return out
 
 
-def _timing_image():
-  """bench.model_file's image: a synthetic person, 320 x 240 px; the whole image as the box."""
-  import io
-  import numpy as np
-  from PIL import Image
-  from deeppose_tf.data import synthetic
-  from deeppose_tf.predict import detect
-  rec = next(iter(synthetic.generate(1, seed=11)))
-  image = np.asarray(Image.open(io.BytesIO(rec.image)).convert("RGB").resize((240, 320)))
-  return image, detect.full_box(*image.shape[:2])
-
-
 def peer_timing(fmt: str, path: str, min_time: float,
                 threads: Sequence[int] = THREADS) -> dict:
   """{"latency_ms_{N}t" for N in threads, "load_s", "first_prediction_s"} (the last two of
   the first count) of a peer model file: its LiteRT interpreter at N threads."""
   from deeppose_tf.bench.peak import timeit
   from deeppose_tf.predict import peers as peers_lib
-  image, box = _timing_image()
+  from deeppose_tf.bench.model_file import timing_image
+  image, box = timing_image()
   out = {}
   for j, n in enumerate(threads):
     t0 = time.perf_counter()

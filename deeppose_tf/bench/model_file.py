@@ -25,6 +25,17 @@ def _size_mb(path: str) -> float:
              for f in files) / 1e6
 
 
+def timing_image():
+  """The image every model is timed on: a synthetic person, 320 x 240 px (uint8), and the
+  whole image as its box (1, 4)."""
+  from PIL import Image
+  from deeppose_tf.data import synthetic
+  from deeppose_tf.predict import detect
+  rec = next(iter(synthetic.generate(1, seed=11)))
+  image = np.asarray(Image.open(io.BytesIO(rec.image)).convert("RGB").resize((240, 320)))
+  return image, detect.full_box(*image.shape[:2])
+
+
 def model_results(paths: Sequence[str], min_time: float, threads: Sequence[int] = (2,)
                   ) -> List[Result]:
   """Load time, first prediction and batch-1 latency of each model in `paths`. A .tflite
@@ -32,12 +43,8 @@ def model_results(paths: Sequence[str], min_time: float, threads: Sequence[int] 
   latency_ms and x_reference at the first count, latency_ms_{N}t and x_reference_{N}t at
   every count); a workdir or SavedModel once, on TensorFlow's own threads. Each latency is
   compared with the first model's at the same thread count."""
-  from PIL import Image
-  from deeppose_tf.data import synthetic
-  from deeppose_tf.predict import detect, models
-  rec = next(iter(synthetic.generate(1, seed=11)))
-  image = np.asarray(Image.open(io.BytesIO(rec.image)).convert("RGB").resize((240, 320)))
-  box = detect.full_box(*image.shape[:2])
+  from deeppose_tf.predict import models
+  image, box = timing_image()
   results, reference = [], {}
   threads = tuple(threads) or (2,)
   for i, path in enumerate(paths):
