@@ -9,7 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["deeppose_tf", "deeppose_tf.*"]),
     # The bundled model (predict's default) and its card.
-    package_data={"deeppose_tf": ["models/*.tflite", "models/*.json", "models/*.md"]},
+    package_data={"deeppose_tf.models": ["*.tflite", "*.json", "*.md"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.21,<3",

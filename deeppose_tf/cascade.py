@@ -18,9 +18,9 @@ import numpy as np
 import tensorflow as tf
 
 from deeppose_tf import geometry
-from deeppose_tf import heads
 from deeppose_tf import workdir as workdir_lib
-from deeppose_tf import model as _model  # also registers LocalResponseNorm for loading
+from deeppose_tf.models import builder as _model  # also registers the custom layers for loading
+from deeppose_tf.models import layers
 from deeppose_tf.skeleton import Skeleton
 from deeppose_tf.skeleton import resolve as resolve_skeleton
 
@@ -85,7 +85,7 @@ class Cascade:
       found = None
       try:
         decode = net.get_layer("joints")
-        if isinstance(decode, (heads.SoftArgmax, heads.HeatmapPeak)):
+        if isinstance(decode, (layers.SoftArgmax, layers.HeatmapPeak)):
           found = (keras.Model(net.inputs, net.get_layer("heatmaps").output), decode)
       except ValueError:  # no such layer
         pass

@@ -92,7 +92,8 @@ def _train_minutes(workdir: str) -> Optional[float]:
 def cascade_cost(workdir: str) -> dict:
   """{"params", "gflops"}: every stage's parameters; forward GFLOPs of one image through the
   cascade (stage 1 once, each refinement stage on K joint crops)."""
-  from deeppose_tf import cascade, model as model_lib
+  from deeppose_tf import cascade
+  from deeppose_tf.models import builder as model_lib
   casc = cascade.Cascade.load(workdir)
   k = casc.skeleton.num_joints
   flops = [model_lib.forward_flops(net) for net in casc.stages]

@@ -12,7 +12,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from deeppose_tf import geometry
-from deeppose_tf.model import ModelConfig
+from deeppose_tf.models.builder import ModelConfig
 from deeppose_tf import skeleton as skeleton_lib
 from deeppose_tf.skeleton import Skeleton
 from deeppose_tf.trainer import FitConfig

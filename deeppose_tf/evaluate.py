@@ -29,8 +29,8 @@ from typing import Optional
 import numpy as np
 from absl import app, flags, logging
 
-from deeppose_tf import (atomic, cascade, coco_eval, geometry, metrics, predict, report,
-                         tompson)
+from deeppose_tf import atomic, cascade, coco_eval, geometry, metrics, predict, report
+from deeppose_tf.models.heads import tompson
 from deeppose_tf.predict import framing
 from deeppose_tf import workdir as workdir_lib
 from deeppose_tf.data import records

@@ -13,9 +13,12 @@ from absl import flags
 
 from deeppose_tf.config import Settings
 from deeppose_tf.data import datasets
-from deeppose_tf import backbones, geometry, heads, losses, optim, tompson
-from deeppose_tf import model as model_lib
-from deeppose_tf.model import ModelConfig
+from deeppose_tf import geometry, losses, optim
+from deeppose_tf.methods import tompson
+from deeppose_tf.models.backbones import BACKBONES
+from deeppose_tf.models.heads import HEADS
+from deeppose_tf.models import builder as model_lib
+from deeppose_tf.models.builder import ModelConfig
 from deeppose_tf.pipeline import RECIPE_AUGMENT as RECIPE  # the augmentation defaults
 from deeppose_tf.config import AugmentConfig
 from deeppose_tf.trainer import FitConfig
@@ -33,12 +36,12 @@ SHARED_FLAGS = {
                  "trains from scratch on a CPU; mobilenetv2: keras.applications'; "
                  "efficientnet_lite0: EfficientNet-Lite0 in plain Keras layers (see "
                  "--backbone_weights for ImageNet features).",
-                 {"enum_values": list(backbones.BACKBONES)}),
+                 {"enum_values": list(BACKBONES)}),
     "head": ("enum", "fc", "fc: the paper's fully connected regressor; integral: K heatmaps "
              "decoded by soft-argmax (DSNT / integral regression), fully convolutional; "
              "heatmap: the integral head's layers and training, decoded at each heatmap's "
              "peak (no pull toward the crop centre; BUILD.md); tompson: --method=tompson's "
-             "(set by it).", {"enum_values": list(heads.HEADS)}),
+             "(set by it).", {"enum_values": list(HEADS)}),
     "heatmap_stride": ("integer", 8, "Integral and heatmap heads: heatmap cell size in input "
                        "pixels (4 or 8).", {}),
     "head_channels": ("integer", 128, "Integral and heatmap heads: channels of their fusion "
@@ -291,7 +294,7 @@ def _method_settings(f) -> dict:
   chosen = {k: getattr(f, k) for k in ("backbone", "head", "heatmap_stride")}
   implied = METHODS[f.method]
   if implied is None:
-    refining = [h for h in heads.HEADS if h != "tompson"]  # what DeepPose stages take
+    refining = [h for h in HEADS if h != "tompson"]  # what DeepPose stages take
     if f.head == "tompson" and f.method == "hybrid":
       # --head is the refinement stages' here: the method itself builds the Tompson stage 1.
       raise ValueError("--method=hybrid is a Tompson stage 1 under DeepPose refinement "

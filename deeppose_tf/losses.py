@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from deeppose_tf import heads
+from deeppose_tf.models import layers
 
 LOSSES = ("l2", "l1", "smooth_l1")
 # smooth_l1 is quadratic below this error (box-normalized units: 2% of the box side) and
@@ -57,7 +57,7 @@ def heatmap_loss(sigma: float = 1.0):
 
   def loss(y_true, y_pred):
     h, w = y_pred.shape[1], y_pred.shape[2]
-    flat = heads.flat_heatmaps(y_pred)  # (B, K, HW)
+    flat = layers.flat_heatmaps(y_pred)  # (B, K, HW)
     target = y_true[..., :2]  # (B, K, 2)
     p = tf.nn.softmax(gaussian_exponent(target, h, w, sigma), axis=-1)  # normalized
     inside = tf.cast(tf.reduce_all(tf.abs(target) <= 0.5, axis=-1), tf.float32)
@@ -70,10 +70,10 @@ def heatmap_loss(sigma: float = 1.0):
 
 def gaussian_exponent(points, h: int, w: int, sigma: float):
   """points (B, K, 2) box-normalized -> (B, K, H * W) float32: -d^2 / (2 sigma^2), d the
-  distance in heatmap cells from each cell centre (heads.cell_centres, row-major) to the
+  distance in heatmap cells from each cell centre (layers.cell_centres, row-major) to the
   point. exp() of it is the Gaussian target heatmap with peak 1 (heatmap_mse); its softmax
   the normalized one (heatmap_loss)."""
-  centres = tf.constant(heads.cell_centres(h, w))  # (HW, 2) box-normalized
+  centres = tf.constant(layers.cell_centres(h, w))  # (HW, 2) box-normalized
   d = (centres[None, None] - tf.cast(points, tf.float32)[:, :, None]) * tf.constant(
       [w, h], tf.float32)
   return -tf.reduce_sum(tf.square(d), axis=-1) / (2.0 * sigma * sigma)
@@ -100,7 +100,7 @@ def heatmap_mse(sigma: float = 1.5):
 
   def loss(y_true, y_pred):
     h, w = y_pred.shape[1], y_pred.shape[2]
-    flat = heads.flat_heatmaps(y_pred)  # (B, K, HW)
+    flat = layers.flat_heatmaps(y_pred)  # (B, K, HW)
     target = tf.exp(gaussian_exponent(y_true[..., :2], h, w, sigma))
     se = tf.reduce_sum(tf.square(flat - target), axis=-1)  # (B, K)
     return tf.reduce_sum(se * y_true[..., 2], axis=-1)

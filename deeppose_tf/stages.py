@@ -19,9 +19,7 @@ workers different refinement crops.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
-import re
 import shutil
 from typing import Optional
 
@@ -29,9 +27,10 @@ import numpy as np
 from absl import logging
 
 from deeppose_tf import cascade, curves, distribute, pipeline, predict, trainer
-from deeppose_tf import model as model_lib
 from deeppose_tf import workdir as workdir_lib
 from deeppose_tf.config import Settings
+from deeppose_tf.methods import tompson
+from deeppose_tf.models import builder as model_lib
 
 
 def mean_pose(workdir: str, settings: Settings, write: bool = True) -> np.ndarray:
@@ -208,8 +207,8 @@ def fit_stage_network(strategy, workdir: str, stage: int, settings: Settings,
 
   os.makedirs(workdir_lib.stage_dir(workdir, stage), exist_ok=True)
   if model_config.head == "tompson":
-    _fit_tompson_phases(strategy, workdir, stage, settings, build_net, dataset,
-                        curve_callbacks)
+    tompson.fit_phases(strategy, workdir, stage, settings, build_net, dataset, curve_callbacks,
+                       lambda model, path: _save_shared(strategy, model, path))
   else:
     trainer.fit_stage(strategy, build, dataset, workdir_lib.checkpoint_dir(workdir, stage),
                       fit, log_dir=workdir_lib.log_dir(workdir, stage),
@@ -241,6 +240,18 @@ def write_stage_outputs(strategy, workdir: str, stage: int, settings: Settings, 
                                               [workdir_lib.stats_path(workdir, stage)]))
 
 
+def _save_shared(strategy, model, path: str) -> None:
+  """Saves `model` to `path` on the chief (every worker saves, see _save_on_worker) and
+  returns when every worker can read it."""
+  if distribute.is_chief(strategy):
+    workdir_lib.save_model(model, path)
+  else:
+    _save_on_worker(strategy, model, os.path.dirname(path))
+  distribute.barrier(strategy)
+  if not distribute.is_chief(strategy):
+    distribute.wait_for_files([path])
+
+
 def _save_on_worker(strategy, model, sdir: str) -> None:
   """A non-chief worker's save. Saving reads every variable and may run collective ops, so
   every worker saves: the others into a temporary dir of their own, removed at once."""
@@ -250,123 +261,6 @@ def _save_on_worker(strategy, model, sdir: str) -> None:
     workdir_lib.save_model(model, os.path.join(temp_dir, "model.keras"))
   finally:
     shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _fit_tompson_phases(strategy, workdir: str, stage: int, settings: Settings, build_net,
-                        dataset, curve_callbacks) -> None:
-  """Trains a tompson stage (Tompson et al.: detector, spatial model, then both) as the
-  resumable phases tompson.PHASES. Phase p checkpoints into stage{s}/ckpt_<p>/ and, when it
-  is not the last, saves its network to stage{s}/<p>.keras; a rerun skips every phase whose
-  file exists (refusing one asked for more steps than it had: check_finished_phase) and
-  starts the next one from it. The last phase's network is the stage's.
-
-  The spatial model starts from the training set's displacement histograms (the records'
-  annotations, tompson.pairwise_prior), set before the detector phase (for its learning
-  curves) and again when the spatial phase starts, so it always starts from this version's
-  prior, whatever the detector phase's file holds."""
-  from deeppose_tf import tompson
-  chief = distribute.is_chief(strategy)
-  sdir = workdir_lib.stage_dir(workdir, stage)
-  steps = tompson.phase_steps(settings.steps_for(stage), settings.phase_steps)
-  base = settings.fit_for(stage)
-  offset = 0
-  previous = None
-  holder = {}
-  for phase, n in zip(tompson.PHASES, steps):
-    last = phase is tompson.PHASES[-1]
-    path = workdir_lib.phase_model_path(workdir, stage, phase.name)
-    done = not last and os.path.exists(path)
-    distribute.check_same_on_workers(strategy, done, f"whether phase {phase.name} is done")
-    if done:
-      check_finished_phase(workdir, stage, phase.name, n, "--phase_steps" if
-                           settings.phase_steps else "--steps_per_stage split 70/10/20%")
-      logging.info("stage %d phase %s is already trained (%s); skipping", stage, phase.name,
-                   path)
-      previous, offset = path, offset + n
-      continue
-    fit = tompson.phase_fit(base, phase, n)
-    logging.info("stage %d phase %s: %d steps (trains %s%s; learning rate %g)", stage,
-                 phase.name, n, " + ".join(phase.outputs), "" if phase.detector_trainable
-                 else "; the detector is frozen", fit.learning_rate)
-    start_from = previous
-
-    def build(phase=phase, start_from=start_from):
-      net = holder["net"] = build_net()
-      if start_from is not None:
-        # Before fit_stage's checkpoint restore: a resumed phase keeps its own weights.
-        model_lib.assign_by_name(net, model_lib.pretrained_weights(start_from))
-      if start_from is None or phase.name == "spatial":
-        # The spatial model starts from the histograms when its own training starts (the
-        # detector phase does not train it; its learning curves use the same prior).
-        layer = net.get_layer("spatial")
-        layer.set_prior(spatial_prior(settings, layer, stage))
-      return tompson.phase_model(net, phase)
-
-    first = offset
-    trainer.fit_stage(strategy, build, dataset,
-                      workdir_lib.checkpoint_dir(workdir, stage, phase.name), fit,
-                      log_dir=workdir_lib.log_dir(workdir, stage),
-                      extra_callbacks=lambda start, first=first: curve_callbacks(start + first))
-    offset += n
-    if last:
-      return
-    net = model_lib.with_precision(holder["net"], "float32")
-    if chief:
-      workdir_lib.save_model(net, path)
-      logging.info("stage %d phase %s saved to %s", stage, phase.name, path)
-    else:
-      _save_on_worker(strategy, net, sdir)
-    distribute.barrier(strategy)
-    if not chief:
-      distribute.wait_for_files([path])
-    previous = path
-
-
-_CKPT_INDEX = re.compile(r"ckpt-(\d+)\.index")  # tf.train.CheckpointManager's files
-
-
-def trained_phase_steps(workdir: str, stage: int, phase: str) -> Optional[int]:
-  """The steps phase `phase` of a tompson stage was trained for: the number of its newest
-  checkpoint (stage{s}/ckpt_<phase>/ckpt-N, N = steps done when it was written), or None
-  when its checkpoints are gone."""
-  ckpt_dir = workdir_lib.checkpoint_dir(workdir, stage, phase)
-  names = [os.path.basename(p) for p in glob.glob(os.path.join(ckpt_dir, "ckpt-*.index"))]
-  steps = [int(m.group(1)) for m in map(_CKPT_INDEX.fullmatch, names) if m]
-  return max(steps) if steps else None
-
-
-def check_finished_phase(workdir: str, stage: int, phase: str, asked: int,
-                         asked_by: str = "--phase_steps") -> None:
-  """A finished phase (its <phase>.keras exists) is never trained further: the later phases
-  started from that file. Asked for more steps than its checkpoints record, ValueError
-  naming the phase, both counts and the way out (a new workdir); with no checkpoint left
-  to tell, a warning. asked_by: the flag the `asked` steps come from, for the message."""
-  trained = trained_phase_steps(workdir, stage, phase)
-  path = workdir_lib.phase_model_path(workdir, stage, phase)
-  if trained is None:
-    logging.warning("stage %d phase %s is already trained (%s) but its checkpoints (%s) are "
-                    "gone: cannot tell whether it had the %d steps asked; keeping it as it is",
-                    stage, phase, path, workdir_lib.checkpoint_dir(workdir, stage, phase),
-                    asked)
-  elif trained < asked:
-    raise ValueError(
-        f"stage {stage} phase {phase} was trained for {trained} steps ({path}), {asked} asked "
-        f"now ({asked_by}): a finished phase is not trained further (the later phases "
-        f"started from it); train with these steps in a new --workdir")
-
-
-def spatial_prior(settings: Settings, layer, stage: int = 1) -> np.ndarray:
-  """The tompson spatial model's starting kernels for `layer` (a PairwiseSpatialModel) from
-  the training split's annotations, in the frame of the person boxes (stage 1's crops; a
-  tompson refinement stage, whose crops are joint boxes, starts from the same histograms
-  and learns its own)."""
-  from deeppose_tf import geometry, tompson
-  a = pipeline.annotations(settings.train_dirs, settings.train_split, settings.skeleton)
-  poses = geometry.normalize(a["joints"], a["box"]).numpy()
-  model = settings.model_for(stage)
-  size = model.input_size // model.heatmap_stride
-  return tompson.pairwise_prior(poses, a["visible"], layer.pairs, size, layer.kernel_size,
-                                layer.rate)
 
 
 MIN_STAT_SAMPLES = 20  # per joint; fewer make a poor covariance estimate

@@ -19,7 +19,7 @@ import shutil
 import numpy as np
 from absl import app, flags
 
-from deeppose_tf import model as model_lib
+from deeppose_tf.models import builder as model_lib
 from deeppose_tf import workdir as workdir_lib
 
 flags.DEFINE_string("src", None, "Trained integral-head workdir.")

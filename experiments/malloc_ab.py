@@ -35,7 +35,7 @@ def main(_):
   import tensorflow as tf
   from deeppose_tf import allocator, distribute, pipeline
   from deeppose_tf.bench.train_step import compiled_training_model, fit_step_times
-  from deeppose_tf.model import ModelConfig
+  from deeppose_tf.models.builder import ModelConfig
   from deeppose_tf.skeleton import LSP14
   from deeppose_tf.trainer import targets_for
 

@@ -49,7 +49,8 @@ def tiny_predict_workdir(d: str, size: int = 67) -> str:
   """A 2-stage workdir of untrained tiny AlexNet fc stages at `size` px (predict's tests:
   real Keras files, fast to load)."""
   import keras
-  from deeppose_tf import model as model_lib, workdir as workdir_lib
+  from deeppose_tf.models import builder as model_lib
+  from deeppose_tf import workdir as workdir_lib
   keras.utils.set_random_seed(0)
   config = model_lib.ModelConfig(input_size=size, width=0.1, fc_units=16)
   for s in (1, 2):

@@ -109,7 +109,7 @@ def test_train_step_both_precisions_integral_head_tiny():
 def test_precisions_share_model_weights_and_batch():
   """The two precisions train the same model from the same weights on the same batch (no
   fit here: tracing the train steps is the slow part, done once in the test above)."""
-  from deeppose_tf import model as model_lib
+  from deeppose_tf.models import builder as model_lib
   config = model_lib.ModelConfig(input_size=64, width=0.25, backbone="resnet",
                                  head="integral", head_channels=8)
   setups = bench.precision_setups(config, 2, "l2", 0.1)

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from absl import logging
 
-from deeppose_tf import model as model_lib
+from deeppose_tf.models import builder as model_lib
 from deeppose_tf import pipeline, trainer
 from deeppose_tf.skeleton import LSP14
 

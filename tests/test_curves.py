@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from deeppose_tf import curves, metrics, pipeline
-from deeppose_tf import model as model_lib
+from deeppose_tf.models import builder as model_lib
 from deeppose_tf.cascade import Cascade
 from deeppose_tf.predict import predict_split
 from deeppose_tf.skeleton import LSP14

@@ -10,7 +10,8 @@ import types
 import numpy as np
 import pytest
 
-from deeppose_tf import efficientnet_lite, torch_file
+from deeppose_tf import torch_file
+from deeppose_tf.models.backbones import efficientnet_lite0 as efficientnet_lite
 
 
 def _fake_torch(monkeypatch):
@@ -212,7 +213,7 @@ def test_the_backbone_starts_from_imagenet(monkeypatch, tmp_path):
   converted weights (its stem equals the checkpoint's, transposed)."""
   source = _package_file()
   monkeypatch.setenv("DEEPPOSE_TF_CACHE", str(tmp_path / "cache"))
-  from deeppose_tf import model as model_lib
+  from deeppose_tf.models import builder as model_lib
   net = model_lib.build_regressor(model_lib.ModelConfig(
       num_joints=14, input_size=64, backbone="efficientnet_lite0", head="integral",
       head_channels=8, backbone_weights="imagenet"))

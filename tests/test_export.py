@@ -27,7 +27,7 @@ from PIL import Image
 
 from deeppose_tf import cascade, export, geometry, pipeline
 from helpers import weight_types as _weight_types
-from deeppose_tf import model as model_lib
+from deeppose_tf.models import builder as model_lib
 from deeppose_tf import workdir as workdir_lib
 from deeppose_tf.skeleton import LSP14
 from deeppose_tf.tflite_cascade import fit_to_canvas

@@ -202,7 +202,7 @@ def test_missing_stage_model_is_refused_not_a_shorter_cascade(tmp_path):
   d = str(tmp_path)
   workdir_lib.write_config(d, {"skeleton": "lsp14", "input_size": 67, "sigma": 1.0,
                                "num_stages": 2})
-  from deeppose_tf import model as model_lib
+  from deeppose_tf.models import builder as model_lib
   net = model_lib.build_regressor(model_lib.ModelConfig(num_joints=14, input_size=67,
                                                         width=0.1, fc_units=8))
   os.makedirs(workdir_lib.stage_dir(d, 1))

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from deeppose_tf import cascade, evaluate, export, geometry, pipeline
 from deeppose_tf import workdir as workdir_lib
-from deeppose_tf import model as model_lib
+from deeppose_tf.models import builder as model_lib
 from deeppose_tf.skeleton import LSP14
 from deeppose_tf.tflite_cascade import TFLiteCascade
 

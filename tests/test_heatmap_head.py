@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeppose_tf import heads, losses, optim, trainer
-from deeppose_tf import model as model_lib
+from deeppose_tf import losses, optim, trainer
+from deeppose_tf.models import layers
+from deeppose_tf.models import builder as model_lib
 from deeppose_tf import workdir as workdir_lib
 
 K = 14
@@ -18,7 +19,7 @@ def _config(head, **kw):
 
 
 def _cell(h, w, i, j):
-  return heads.cell_centres(h, w)[i * w + j]
+  return layers.cell_centres(h, w)[i * w + j]
 
 
 def test_two_mode_heatmap_gives_the_stronger_mode_not_the_midpoint():
@@ -28,8 +29,8 @@ def test_two_mode_heatmap_gives_the_stronger_mode_not_the_midpoint():
   logits = np.full((1, h, w, 1), -10.0, np.float32)
   logits[0, 8, 2, 0] = 5.0   # the stronger mode, left
   logits[0, 8, 13, 0] = 4.7  # the weaker, right
-  soft = heads.SoftArgmax()(logits).numpy()[0, 0]
-  peak = heads.HeatmapPeak(log_space=True)(logits).numpy()[0, 0]
+  soft = layers.SoftArgmax()(logits).numpy()[0, 0]
+  peak = layers.HeatmapPeak(log_space=True)(logits).numpy()[0, 0]
   left, right = _cell(h, w, 8, 2), _cell(h, w, 8, 13)
   np.testing.assert_allclose(peak, left, atol=1e-3)
   assert np.linalg.norm(soft - left) > 0.2 and np.linalg.norm(soft - right) > 0.2, soft
@@ -37,15 +38,15 @@ def test_two_mode_heatmap_gives_the_stronger_mode_not_the_midpoint():
 
 def test_heatmap_net_predicts_the_peak_and_trains_through_the_soft_argmax():
   net = model_lib.build_regressor(_config("heatmap"))
-  assert isinstance(net.get_layer("joints"), heads.HeatmapPeak)
+  assert isinstance(net.get_layer("joints"), layers.HeatmapPeak)
   train = model_lib.training_model(net)
   assert set(train.output) == {"joints", "heatmaps"}
   x = np.random.RandomState(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
   out = train(x)
-  np.testing.assert_allclose(out["joints"].numpy(), heads.SoftArgmax()(out["heatmaps"]).numpy(),
+  np.testing.assert_allclose(out["joints"].numpy(), layers.SoftArgmax()(out["heatmaps"]).numpy(),
                              atol=1e-6)
   np.testing.assert_allclose(net(x).numpy(),
-                             heads.HeatmapPeak(log_space=True)(out["heatmaps"]).numpy(),
+                             layers.HeatmapPeak(log_space=True)(out["heatmaps"]).numpy(),
                              atol=1e-6)
   # The coordinate loss reaches the heatmap layer's kernel (the argmax alone would not).
   y = tf.concat([tf.zeros((2, K, 2)), tf.ones((2, K, 1))], -1)
@@ -71,7 +72,7 @@ def test_an_integral_stage_moves_into_a_heatmap_head_by_name(tmp_path):
   np.testing.assert_allclose(a, b, atol=1e-5)
   workdir_lib.save_model(net, str(tmp_path / "heatmap.keras"))
   loaded = workdir_lib.load_model(str(tmp_path / "heatmap.keras"))
-  assert isinstance(loaded.get_layer("joints"), heads.HeatmapPeak)
+  assert isinstance(loaded.get_layer("joints"), layers.HeatmapPeak)
   np.testing.assert_allclose(loaded(x).numpy(), net(x).numpy(), atol=1e-6)
 
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from deeppose_tf import cascade, export, geometry
-from deeppose_tf import model as model_lib
+from deeppose_tf.models import builder as model_lib
 from deeppose_tf.skeleton import LSP14
 
 SETTINGS = settings(max_examples=50, deadline=None, derandomize=True,

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deeppose_tf import flags as dp_flags
-from deeppose_tf import model as model_lib
+from deeppose_tf.models import builder as model_lib
 from deeppose_tf import workdir as workdir_lib
 from deeppose_tf.data import records
 from helpers import random_records

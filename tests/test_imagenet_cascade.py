@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeppose_tf import cascade, efficientnet_lite, torch_file
+from deeppose_tf import cascade, torch_file
+from deeppose_tf.models.backbones import efficientnet_lite0 as efficientnet_lite
 from deeppose_tf.tflite_cascade import fit_to_canvas
 
 from helpers import REPO

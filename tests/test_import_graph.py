@@ -5,17 +5,15 @@ import import_graph
 
 # The bottom floor: pure helpers that import nothing of the package.
 FLOOR = ("deeppose_tf.allocator", "deeppose_tf.atomic", "deeppose_tf.cli", "deeppose_tf.geometry",
-         "deeppose_tf.layers", "deeppose_tf.optim", "deeppose_tf.progress",
+         "deeppose_tf.models.layers", "deeppose_tf.optim", "deeppose_tf.progress",
          "deeppose_tf.skeleton", "deeppose_tf.torch_file")
 # The networks: built from layers and weights files, knowing nothing of data or training.
-MODELS = ("deeppose_tf.layers", "deeppose_tf.backbones", "deeppose_tf.heads",
-          "deeppose_tf.tompson", "deeppose_tf.model", "deeppose_tf.efficientnet_lite",
-          "deeppose_tf.torch_file")
+MODELS = ("deeppose_tf.models", "deeppose_tf.torch_file")
 # What sits above the data and the models: training, inference, the commands.
 ABOVE = ("deeppose_tf.cascade", "deeppose_tf.stages", "deeppose_tf.trainer",
          "deeppose_tf.pipeline", "deeppose_tf.config", "deeppose_tf.train",
          "deeppose_tf.evaluate", "deeppose_tf.export", "deeppose_tf.predict",
-         "deeppose_tf.bench", "deeppose_tf.compare", "deeppose_tf.flags")
+         "deeppose_tf.bench", "deeppose_tf.compare", "deeppose_tf.flags", "deeppose_tf.methods")
 
 
 def _under(module, names):

@@ -32,7 +32,7 @@ def expected():
 
 @pytest.mark.parametrize("name", NETWORKS)
 def test_saved_networks_load_with_identical_outputs(expected, name):
-  from deeppose_tf import model  # noqa: F401  (registers the package's layers)
+  import deeppose_tf.models.builder  # noqa: F401  (registers the package's layers)
   net = keras.models.load_model(os.path.join(LEGACY, "networks", f"{name}.keras"), compile=False)
   got = np.asarray(net(expected[f"{name}/images"], training=False))
   want = expected[f"{name}/joints"]

@@ -7,8 +7,11 @@ import keras
 import numpy as np
 import pytest
 
-from deeppose_tf import backbones, heads, losses, optim
-from deeppose_tf import model as model_lib
+from deeppose_tf import losses, optim
+from deeppose_tf.models import backbones, heads, layers
+from deeppose_tf.models.backbones import alexnet, mobilenetv2
+from deeppose_tf.models.heads import fc as fc_head
+from deeppose_tf.models import builder as model_lib
 
 K = 5  # joints
 # The smallest input each backbone's strides allow, and a width that keeps it tiny.
@@ -91,7 +94,7 @@ def test_backbones_return_their_taps_the_same_way(backbone):
   spec = backbones.BACKBONES[backbone]
   x = keras.Input((config.input_size, config.input_size, 3))
   feats = spec.build(x, config)
-  assert isinstance(feats, backbones.Features)
+  assert isinstance(feats, layers.Features)
   assert tuple(sorted(feats.pyramid)) == spec.strides
   sides = [feats.pyramid[s].shape[1] for s in spec.strides]
   assert sides == sorted(sides, reverse=True) and len(set(sides)) == len(sides)
@@ -112,7 +115,7 @@ def test_fc_head_hidden_layers_and_output_init():
     net = model_lib.build_regressor(_config(backbone, "fc", output_init="default"))
     assert np.abs(net.get_layer("fc8").get_weights()[0]).max() > 0
   with pytest.raises(ValueError, match="hidden"):
-    heads.fc(keras.Input((4, 4, 2)), K, 8, 0.0, None, hidden=3)
+    fc_head.fc(keras.Input((4, 4, 2)), K, 8, 0.0, None, hidden=3)
 
 
 @pytest.mark.parametrize("backbone,head,stride", COMBOS)
@@ -135,7 +138,7 @@ def test_alexnet_lrn_saves_and_loads(tmp_path):
   path = str(tmp_path / "lrn.keras")
   net.save(path)
   loaded = keras.models.load_model(path, compile=False)
-  assert isinstance(loaded.get_layer("lrn2"), backbones.LocalResponseNorm)
+  assert isinstance(loaded.get_layer("lrn2"), alexnet.LocalResponseNorm)
   np.testing.assert_array_equal(loaded(_images(net)).numpy(), net(_images(net)).numpy())
 
 
@@ -153,12 +156,23 @@ def test_config_rejects_what_the_registries_do_not_allow():
   model_lib.ModelConfig(backbone="alexnet", head="fc", heatmap_stride=4)  # unused by fc
 
 
+def test_each_registry_entry_is_its_own_module():
+  """models/backbones/<name>.py and models/heads/<name>.py define each entry (BACKBONE,
+  HEAD); the registries hold exactly those objects."""
+  import importlib
+  for package, registry, attr in (("backbones", backbones.BACKBONES, "BACKBONE"),
+                                  ("heads", heads.HEADS, "HEAD")):
+    for name, entry in registry.items():
+      module = importlib.import_module(f"deeppose_tf.models.{package}.{name}")
+      assert getattr(module, attr) is entry, (package, name)
+
+
 def test_a_new_backbone_is_one_function_and_one_registry_entry(monkeypatch):
   def toy(x, width):
     c4 = keras.layers.Conv2D(4, 3, strides=4, padding="same", name="toy4")(x)
     c8 = keras.layers.Conv2D(4, 3, strides=2, padding="same", name="toy8")(c4)
     c16 = keras.layers.Conv2D(4, 3, strides=2, padding="same", name="toy16")(c8)
-    return backbones.Features({4: c4, 8: c8, 16: c16}, c16)
+    return layers.Features({4: c4, 8: c8, 16: c16}, c16)
 
   monkeypatch.setitem(backbones.BACKBONES, "toy", backbones.Backbone(
       lambda x, c: toy(x, c.width), strides=(4, 8, 16)))
@@ -177,7 +191,7 @@ def test_soft_argmax_recovers_a_planted_peak():
   (0.05), and a one-hot heatmap gives its cell's centre exactly."""
   h = w = 16
   rng = np.random.RandomState(0)
-  layer = heads.SoftArgmax()
+  layer = layers.SoftArgmax()
   for _ in range(5):
     peak = rng.uniform(3, 13, 2)  # (x, y) in heatmap cells, centre convention
     ys, xs = np.mgrid[0:h, 0:w] + 0.5
@@ -205,7 +219,7 @@ def test_losses_and_schedule():
     losses.coordinate_loss("l3")
   # The heatmap loss is smallest for logits peaked at the target.
   target = np.array([[[0.1, -0.2, 1.0]]], np.float32)
-  centres = heads.cell_centres(8, 8)
+  centres = layers.cell_centres(8, 8)
   d = np.sum(np.square((centres - target[0, 0, :2]) * 8), -1)
   good = (-d).reshape(1, 8, 8, 1).astype(np.float32)
   bad = (-np.sum(np.square((centres + 0.3) * 8), -1)).reshape(1, 8, 8, 1).astype(np.float32)
@@ -256,8 +270,8 @@ def test_mobilenetv2_imagenet_reads_keras_cache_and_names_the_file(tmp_path, mon
   from keras.src.legacy.saving import legacy_h5_format
   with h5py.File(cached, "w") as f:  # the legacy HDF5 layout of Keras' downloads
     legacy_h5_format.save_weights_to_hdf5_group(f, source)
-  assert backbones.mobilenet_imagenet_file(0.35, 96) == str(cached)
-  assert backbones.mobilenet_imagenet_file(1.0, 96) is None
+  assert mobilenetv2.mobilenet_imagenet_file(0.35, 96) == str(cached)
+  assert mobilenetv2.mobilenet_imagenet_file(1.0, 96) is None
   config = model_lib.ModelConfig(input_size=96, backbone="mobilenetv2", head="integral",
                                  width=0.35, head_channels=16, backbone_weights="imagenet")
   net = model_lib.build_regressor(config)

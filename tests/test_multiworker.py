@@ -98,7 +98,8 @@ _FIT_SCRIPT = textwrap.dedent("""
     kind, data_dir, out_dir, sources = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     strategy = distribute.make_strategy(kind=kind)
     import keras, numpy as np, tensorflow as tf
-    from deeppose_tf import model as model_lib, pipeline
+    from deeppose_tf.models import builder as model_lib
+    from deeppose_tf import pipeline
     from deeppose_tf.skeleton import LSP14
 
     def memory(step):

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from helpers import REPO, subprocess_env
 from deeppose_tf import cascade, geometry, losses, optim, pipeline
-from deeppose_tf import model as model_lib
+from deeppose_tf.models import builder as model_lib
 from deeppose_tf import workdir as workdir_lib
 from deeppose_tf.skeleton import LSP14
 

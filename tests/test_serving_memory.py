@@ -23,7 +23,7 @@ import pytest
 import tensorflow as tf
 
 from deeppose_tf import cascade, export, geometry
-from deeppose_tf import model as model_lib
+from deeppose_tf.models import builder as model_lib
 from deeppose_tf.skeleton import LSP14
 
 # Before the fix the request below peaked at 8.2 GB (848 MB after loading); after it, 1.05 GB.

@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeppose_tf import cascade, geometry, losses, pipeline, tompson, trainer
-from deeppose_tf import model as model_lib
+from deeppose_tf import cascade, geometry, losses, pipeline, trainer
+from deeppose_tf.methods import tompson
+from deeppose_tf.models import layers
+from deeppose_tf.models.heads import tompson as tompson_head
+from deeppose_tf.models import builder as model_lib
 from deeppose_tf import workdir as workdir_lib
 from deeppose_tf.skeleton import LSP14
 
@@ -68,11 +71,11 @@ def test_peak_decode_recovers_sub_cell_positions(log_space):
   maps = losses.gaussian_heatmaps(points, 24, 24, 1.0)
   if log_space:
     maps = tf.math.log(maps + 1e-3)
-  got = tompson.PeakDecode(log_space=log_space)(maps).numpy()
+  got = layers.PeakDecode(log_space=log_space)(maps).numpy()
   err_cells = np.abs(got - points) * 24
   assert err_cells.max() < 0.25, err_cells.max()  # argmax alone errs up to 0.5 cell
   # A flat (all non-positive) linear map answers its argmax cell, not NaN.
-  flat = tompson.PeakDecode()(-tf.ones((1, 24, 24, 14))).numpy()
+  flat = layers.PeakDecode()(-tf.ones((1, 24, 24, 14))).numpy()
   assert np.isfinite(flat).all()
 
 
@@ -83,11 +86,11 @@ def test_spatial_model_with_a_hand_set_prior_suppresses_a_planted_false_peak(rat
   peak (0.8) where joints 0 and 2 agree and a STRONGER false peak (1.0) elsewhere: the
   detector alone picks the false one, the spatial model the true one."""
   h = w = 24
-  pairs = tompson.graph_pairs(3, [[0, 1], [1, 2]])
+  pairs = tompson_head.graph_pairs(3, [[0, 1], [1, 2]])
   poses = np.tile(np.array([[[0.0, -4.0], [0.0, 0.0], [0.0, 4.0]]], np.float32) / h, (50, 1, 1))
   prior = tompson.pairwise_prior(poses, np.ones((50, 3), bool), pairs, h, 13, rate,
                                  blur=0.5)
-  layer = tompson.PairwiseSpatialModel(pairs, 13, rate)
+  layer = tompson_head.PairwiseSpatialModel(pairs, 13, rate)
   maps = np.zeros((1, h, w, 3), np.float32)
   true, false = (12, 10), (5, 4)  # (row, col) of joint 1's peaks
   maps[0, true[0] - 4, true[1], 0] = 1.0
@@ -104,7 +107,7 @@ def test_spatial_model_with_a_hand_set_prior_suppresses_a_planted_false_peak(rat
   assert tuple(np.unravel_index(belief[0, :, :, 2].argmax(), (h, w))) == (16, 10)
   # With the partners' kernels zeroed (self terms alone) the false peak wins: the pairwise
   # prior did the work.
-  alone = tompson.PairwiseSpatialModel(pairs, 13, rate)
+  alone = tompson_head.PairwiseSpatialModel(pairs, 13, rate)
   alone.build(maps.shape)
   alone.set_prior(np.where(np.arange(len(pairs))[:, None, None] < 3, prior, 0.0))
   assert tuple(np.unravel_index(alone(maps).numpy()[0, :, :, 1].argmax(), (h, w))) == false
@@ -124,8 +127,8 @@ def test_pairwise_prior_is_the_displacement_histogram_and_skips_unannotated():
   assert k[2, 4, 3] == 1.0 and k[3, 4, 5] == 1.0
   # Every kernel stays on the gradient's fast path and reaches half the box.
   for size in (8, 16, 24, 32, 64):
-    kernel, rate = tompson.kernel_for(size)
-    assert kernel <= tompson.MAX_KERNEL and kernel % 2 == 1
+    kernel, rate = tompson_head.kernel_for(size)
+    assert kernel <= tompson_head.MAX_KERNEL and kernel % 2 == 1
     assert (kernel // 2) * rate >= size // 2, (size, kernel, rate)
 
 
@@ -135,10 +138,10 @@ def test_phase_steps_and_graph():
   assert tompson.phase_steps(10, [5, 2, 3]) == (5, 2, 3)
   with pytest.raises(ValueError, match="3 positive integers"):
     tompson.phase_steps(10, [5, 0, 3])
-  pairs = tompson.graph_pairs(LSP14.num_joints, LSP14.edge_indices)
+  pairs = tompson_head.graph_pairs(LSP14.num_joints, LSP14.edge_indices)
   assert len(pairs) == 14 + 2 * len(LSP14.edges)
   with pytest.raises(ValueError, match="odd"):
-    tompson.PairwiseSpatialModel(pairs, 4)
+    tompson_head.PairwiseSpatialModel(pairs, 4)
   with pytest.raises(ValueError, match="heatmap_stride=4"):
     dataclasses.replace(CONFIG, heatmap_stride=8)
   with pytest.raises(ValueError, match="edges"):
@@ -150,7 +153,7 @@ def test_network_shapes_flops_and_phase_models():
   assert net.output.shape[1:] == (14, 2)
   assert net.get_layer("heatmaps").output.shape[1:] == (SIZE // 4, SIZE // 4, 14)
   spatial = net.get_layer("spatial")
-  assert (spatial.kernel_size, spatial.rate) == (9, 2) == tompson.kernel_for(16)
+  assert (spatial.kernel_size, spatial.rate) == (9, 2) == tompson_head.kernel_for(16)
   flops = model_lib.forward_flops(net)
   assert flops > 2 * 16 * 16 * len(spatial.pairs) * 9 * 9
   det = tompson.phase_model(net, tompson.PHASES[0])
@@ -200,7 +203,7 @@ def test_tompson_network_fits_distinct_poses_not_their_mean():
 
   # Batch statistics (the fitted function) and inference mode (BatchNorm moving averages
   # lag on a 4-image set), for the detector alone and with the spatial model.
-  for m in (tompson.detector_only(net), net):
+  for m in (tompson_head.detector_only(net), net):
     assert np.all(err(m, True) < 0.15 * err_mean_pose), (m.name, err(m, True), err_mean_pose)
     assert np.all(err(m, False) < 0.6 * err_mean_pose), (m.name, err(m, False))
 
@@ -262,7 +265,7 @@ def test_saved_model_and_builtin_tflite_agree(workdir, tmp_path):
   assert np.mean(diffs <= 0.5) >= 0.95, np.sort(diffs)[-5:]
   # The SavedModel answers JPEG bytes with what the Keras cascade predicts on them.
   casc = cascade.Cascade.load(workdir)
-  assert tompson.is_tompson(casc.stages[0])
+  assert tompson_head.is_tompson(casc.stages[0])
   jpeg = encode(rng.randint(0, 256, (70, 50, 3)).astype(np.uint8), "JPEG")
   got = loaded.signatures["serving_default"](image_bytes=tf.constant([jpeg]))["joints"]
   image = pipeline.decode_image(jpeg)
@@ -375,7 +378,7 @@ def test_train_cli_hybrid_tompson_stage1_deeppose_stage2(tmp_path):
       capture_output=True, text=True, env=_env(), cwd=REPO, timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
   casc = cascade.Cascade.load(w)
-  assert tompson.is_tompson(casc.stages[0]) and not tompson.is_tompson(casc.stages[1])
+  assert tompson_head.is_tompson(casc.stages[0]) and not tompson_head.is_tompson(casc.stages[1])
   assert casc.stages[1].get_layer("res1_1_a_conv") is not None
   config = workdir_lib.read_config(w)
   assert config["stage1_model"]["head"] == "tompson" and config["model"]["head"] == "integral"
@@ -458,20 +461,19 @@ def test_rerun_refuses_more_steps_for_a_finished_phase(workdir, tiny_data, tmp_p
       r"started from it\); train with these steps in a new --workdir$")):
     stages.train_stage(strategy, w, 1, settings)
   assert not os.path.exists(workdir_lib.checkpoint_dir(w, 1, "spatial"))  # nothing trained
-  assert stages.trained_phase_steps(w, 1, "detector") == 2
-  stages.check_finished_phase(w, 1, "detector", 2)  # the steps it had: resumes
-  stages.check_finished_phase(w, 1, "detector", 1)
+  assert tompson.trained_phase_steps(w, 1, "detector") == 2
+  tompson.check_finished_phase(w, 1, "detector", 2)  # the steps it had: resumes
+  tompson.check_finished_phase(w, 1, "detector", 1)
 
 
 def test_finished_phase_without_checkpoints_is_kept_with_a_warning(tmp_path, caplog):
   """No checkpoint left to tell the steps a finished phase had: a warning, not an error."""
   import logging
-  from deeppose_tf import stages
   w = str(tmp_path / "w")
   os.makedirs(workdir_lib.stage_dir(w, 1))
-  assert stages.trained_phase_steps(w, 1, "detector") is None
+  assert tompson.trained_phase_steps(w, 1, "detector") is None
   with caplog.at_level(logging.WARNING):
-    stages.check_finished_phase(w, 1, "detector", 4)
+    tompson.check_finished_phase(w, 1, "detector", 4)
   assert "stage 1 phase detector is already trained" in caplog.text
   assert "cannot tell whether it had the 4 steps asked" in caplog.text
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeppose_tf import model as model_lib, optim
+from deeppose_tf.models import builder as model_lib
+from deeppose_tf import optim
 from deeppose_tf.losses import masked_l2_loss
 from deeppose_tf.skeleton import LSP14
 
@@ -68,7 +69,8 @@ _MIRROR_SCRIPT = textwrap.dedent("""
     replicas, data_dir, ckpt = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     strategy = distribute.make_strategy(replicas)
     import keras
-    from deeppose_tf import model as model_lib, pipeline
+    from deeppose_tf.models import builder as model_lib
+    from deeppose_tf import pipeline
     from deeppose_tf.skeleton import LSP14
     keras.utils.set_random_seed(7)
     config = model_lib.ModelConfig(input_size=72, width=0.1, fc_units=32, dropout=0.0,

@@ -32,7 +32,7 @@ def random_cascade(config, skeleton, stages: int, sigma: float = 2.0, seed: int 
   boxes move with the image like a trained cascade's, rather than all sitting on one point)."""
   import dataclasses
   import keras
-  from deeppose_tf import model as model_lib
+  from deeppose_tf.models import builder as model_lib
   from deeppose_tf.cascade import Cascade
   keras.utils.set_random_seed(seed)
   config = dataclasses.replace(config, num_joints=skeleton.num_joints, output_init="default")
@@ -224,7 +224,7 @@ def infer_benchmark(config, gflops: float, bf16_gflops: float, stages: int = 3,
   the SavedModel at the batches up to 8, bfloat16 and TFLite at batch 1, a batch-1 profile
   and the scaling table. peak_now() -> the matmul rate now: measured before each entry for
   its local ratio."""
-  from deeppose_tf import model as model_lib
+  from deeppose_tf.models import builder as model_lib
   from deeppose_tf.skeleton import LSP14
   start = time.perf_counter()
   casc = random_cascade(config, LSP14, stages)

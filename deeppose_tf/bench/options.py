@@ -7,7 +7,10 @@ import dataclasses
 import os
 from typing import Optional, Tuple
 
-from deeppose_tf import backbones, heads, losses, model
+from deeppose_tf import losses
+from deeppose_tf.models import builder
+from deeppose_tf.models.backbones import BACKBONES as _BACKBONES
+from deeppose_tf.models.heads import HEADS as _HEADS
 from deeppose_tf.data import datasets
 from deeppose_tf.skeleton import LSP14
 
@@ -17,11 +20,11 @@ AUGMENTS = ("recipe", "paper")  # pipeline.RECIPE_AUGMENT or the paper's light j
 # joints the bench network predicts.
 SOURCE_DATASETS = tuple(name for name, spec in datasets.DATASETS.items()
                         if spec.needs_source and spec.skeleton == LSP14)
-BACKBONES = tuple(backbones.BACKBONES)
-HEADS = tuple(heads.HEADS)
+BACKBONES = tuple(_BACKBONES)
+HEADS = tuple(_HEADS)
 HEATMAP_STRIDES = (4, 8)
 LOSSES = losses.LOSSES
-PRECISIONS = model.PRECISIONS
+PRECISIONS = builder.PRECISIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,9 +144,8 @@ class BenchConfig:
 
   def model_config(self):
     """The network of every section (14 joints: LSP14)."""
-    from deeppose_tf import model as model_lib
-    return model_lib.ModelConfig(num_joints=14, input_size=self.input_size, width=self.width,
-                                 fc_units=self.fc_units, backbone=self.backbone,
-                                 head=self.head, heatmap_stride=self.heatmap_stride,
-                                 head_channels=self.head_channels,
-                                 freeze_stride=self.freeze_stride)
+    return builder.ModelConfig(num_joints=14, input_size=self.input_size, width=self.width,
+                               fc_units=self.fc_units, backbone=self.backbone,
+                               head=self.head, heatmap_stride=self.heatmap_stride,
+                               head_channels=self.head_channels,
+                               freeze_stride=self.freeze_stride)

@@ -21,7 +21,7 @@ def run(only: Sequence[str] = BenchConfig.only, **options) -> Report:
 
 def run_config(cfg: BenchConfig) -> Report:
   import tensorflow as tf
-  from deeppose_tf import model as model_lib
+  from deeppose_tf.models import builder as model_lib
   from deeppose_tf.skeleton import LSP14
   only = set(cfg.only)
   info = {"tensorflow": tf.__version__, "cpus": os.cpu_count()}

@@ -18,7 +18,9 @@ def compiled_training_model(config, loss: str = "l2", heatmap_loss_weight: float
   trainer.FitConfig's compile args (Adam 1e-4, `loss`, the weighted heatmap loss). A
   tompson network (head "tompson", LSP14 graph) trains as in its joint phase: detector
   MSE + spatial cross-entropy. Call inside a strategy's scope to build under it."""
-  from deeppose_tf import model as model_lib, tompson, trainer
+  from deeppose_tf.models import builder as model_lib
+  from deeppose_tf import trainer
+  from deeppose_tf.methods import tompson
   from deeppose_tf.skeleton import LSP14
   net = model_lib.build_regressor(config, edges=LSP14.edge_indices)
   fit = trainer.FitConfig(steps=1, loss=loss, heatmap_loss_weight=heatmap_loss_weight)

@@ -9,10 +9,11 @@ Input: "image" (B, S, S, 3) float32 in [0, 255] (crop pixels). Output: "joints" 
 box-normalized (x, y). `width` scales the convolution filters and `fc_units` the fully
 connected layers so tests and CPU experiments can shrink the net without changing its shape.
 `build_regressor` takes the backbone (backbones.BACKBONES: alexnet, a small ResNet,
-MobileNetV2) and the head (heads.HEADS: fc, integral) from the config; a new one is a
-function plus a registry entry there. This module also keeps the precision handling
-(with_precision), pretrained-weight loading by layer name, training_model and
-forward_flops. Losses are in losses.py, optimizers and schedules in optim.py.
+MobileNetV2, EfficientNet-Lite0, Tompson's multires) and the head (heads.HEADS: fc, integral,
+heatmap, tompson) from the config; a new one is a module plus a registry entry there. This
+module also keeps the precision handling (with_precision), pretrained-weight loading by layer
+name, training_model and forward_flops. Losses are in losses.py, optimizers and schedules
+in optim.py.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from typing import Dict, List, Optional, Tuple
 import keras
 import numpy as np
 
-from deeppose_tf import backbones, heads
-from deeppose_tf import tompson  # noqa: F401  (registers its layers for loading)
-from deeppose_tf.backbones import LocalResponseNorm  # noqa: F401  (its former home)
+# Importing the registries imports every backbone and head module, which registers the
+# package's custom layers for loading saved models.
+from deeppose_tf.models import backbones, heads, layers
+from deeppose_tf.models.heads.tompson import PairwiseSpatialModel
 
 
 # The backbones with ImageNet weights (ModelConfig.backbone_weights).
@@ -232,10 +234,10 @@ def training_model(net: keras.Model) -> keras.Model:
   except ValueError:
     return net
   joints = net.output
-  if isinstance(net.get_layer("joints"), heads.HeatmapPeak):
+  if isinstance(net.get_layer("joints"), layers.HeatmapPeak):
     # The heatmap head trains as the integral head does: the coordinate loss reaches every
     # cell through the soft-argmax of the same logits (the argmax has no gradient).
-    joints = heads.SoftArgmax(name="train_joints", dtype="float32")(logits)
+    joints = layers.SoftArgmax(name="train_joints", dtype="float32")(logits)
   return keras.Model(net.inputs, {"joints": joints, "heatmaps": logits},
                      name=f"{net.name}_train")
 
@@ -244,7 +246,7 @@ def forward_flops(model: keras.Model) -> int:
   """Multiply-adds x 2 of one forward pass of one image (convs and dense layers)."""
   total = 0
   for layer in model.layers:
-    if isinstance(layer, tompson.PairwiseSpatialModel):
+    if isinstance(layer, PairwiseSpatialModel):
       _, h, w, _ = layer.output.shape
       total += 2 * h * w * len(layer.pairs) * layer.kernel_size ** 2
     elif isinstance(layer, keras.layers.Conv2D):

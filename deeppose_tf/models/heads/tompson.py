@@ -1,15 +1,10 @@
-"""Tompson, Jain, LeCun & Bregler (NIPS 2014): a multi-resolution heatmap ConvNet (the part
-detector) and a spatial model over its heatmaps, in the cascade's frames.
+"""Tompson, Jain, LeCun & Bregler (NIPS 2014), the network's head: the part detector's
+heatmaps and the spatial model over them, in the cascade's frames. `--method=tompson` builds
+backbone "multires" (backbones/multires.py) + this head; its training phases are
+methods/tompson.py.
 
-`--method=tompson` builds backbone "multires" + head "tompson" (the registries of
-backbones.py and heads.py):
-
-  multires  the crop at 3 scales (S, S/2, S/4), each through its own bank
-            C(5x5) - P - C(5x5) - P - C(5x5) (BatchNorm + ReLU; 32, 64, 64 x width filters),
-            so every branch ends at stride 4 of its own input; the coarser branches are
-            upsampled (bilinear) to S/4 and the three are summed. Pyramid {4: the sum}.
-  tompson   the paper's large-kernel convolutions on the sum: C(9x9, head_channels) -
-            C(1x1, head_channels) - C(1x1, K) = the detector heatmaps "heatmaps" (B, S/4,
+  tompson   the paper's large-kernel convolutions on the multires sum: C(9x9, head_channels)
+            - C(1x1, head_channels) - C(1x1, K) = the detector heatmaps "heatmaps" (B, S/4,
             S/4, K), linear, trained with masked MSE against Gaussians at the joints.
             Then the spatial model "spatial" (PairwiseSpatialModel) and the decoding
             "joints" (PeakDecode of the spatial model's log-beliefs) -> (B, K, 2)
@@ -22,12 +17,9 @@ The spatial model (the paper's eq. for e-bar): for joint A and each partner v in
 
 with * a 2-D convolution over the partner's heatmap: k_A|v is the prior of where A lies
 relative to v. The kernels start as the training set's displacement histograms
-(`pairwise_prior`, from the records) and are trained. log ebar is unnormalized: its spatial
-softmax is the model's belief, trained with the heatmap cross-entropy against the same
-Gaussian (losses.heatmap_loss).
-
-Training is three resumable phases of one stage (PHASES): the detector alone, the spatial
-model on the frozen detector, then both jointly.
+(methods/tompson.pairwise_prior, from the records) and are trained. log ebar is
+unnormalized: its spatial softmax is the model's belief, trained with the heatmap
+cross-entropy against the same Gaussian (losses.heatmap_loss).
 
 Coordinate frames: heatmap cell (i, j) of an H x W map stands for the box-normalized point
 ((j + 0.5) / W - 0.5, (i + 0.5) / H - 0.5) (layers.cell_centres), as for the integral head.
@@ -35,37 +27,14 @@ Coordinate frames: heatmap cell (i, j) of an H x W map stands for the box-normal
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Dict, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from deeppose_tf import layers
-
-SCALES = (1, 2, 4)  # input downsampling of each detector branch
-
-
-def multires(x, width: float = 1.0) -> layers.Features:
-  """x: (B, S, S, 3) scaled image, S a multiple of 16. Returns pyramid {4: (B, S/4, S/4,
-  64 x width)}, the sum of the three branches (top: the same map)."""
-  f1, f2 = layers.filters(32, width), layers.filters(64, width)
-  size = x.shape[1] // 4
-  branches = []
-  for scale in SCALES:
-    name = f"bank{scale}"
-    y = x if scale == 1 else keras.layers.AveragePooling2D(scale, name=f"{name}_down")(x)
-    y = layers.conv_bn_relu(y, f1, 5, 1, f"{name}_c1")
-    y = keras.layers.MaxPooling2D(2, name=f"{name}_p1")(y)
-    y = layers.conv_bn_relu(y, f2, 5, 1, f"{name}_c2")
-    y = keras.layers.MaxPooling2D(2, name=f"{name}_p2")(y)
-    y = layers.conv_bn_relu(y, f2, 5, 1, f"{name}_c3")
-    if scale != 1:
-      y = keras.layers.Resizing(size, size, interpolation="bilinear", name=f"{name}_up")(y)
-    branches.append(y)
-  fused = keras.layers.Add(name="fuse")(branches)
-  return layers.Features({4: fused}, fused)
+from deeppose_tf.models import layers
+from deeppose_tf.models.heads.base import Head
 
 
 @keras.saving.register_keras_serializable(package="deeppose_tf")
@@ -147,10 +116,6 @@ def inverse_softplus(y):
   return (y + np.log(-np.expm1(-y))).astype(np.float32)
 
 
-# The peak decoder lives with the heads (the heatmap head shares it); kept here by name.
-PeakDecode = layers.PeakDecode
-
-
 def graph_pairs(num_joints: int, edges: np.ndarray) -> Tuple[Tuple[int, int], ...]:
   """(A, v) pairs of the spatial model: every (A, A), then both directions of every edge
   (E, 2) of the skeleton: the tree-like graph around each joint."""
@@ -184,7 +149,7 @@ def tompson_head(feats: Dict[int, keras.KerasTensor], num_joints: int, channels:
                      "edges=skeleton.edge_indices))")
   x = layers.conv_bn_relu(feats[4], channels, 9, 1, "part9x9")
   x = layers.conv_bn_relu(x, channels, 1, 1, "part1x1")
-  # float32 like every output layer (heads.integral): the MSE targets and the spatial
+  # float32 like every output layer (heads/integral.py): the MSE targets and the spatial
   # model's products need more than bfloat16's 8 significant bits. Zero-initialized: the
   # detector starts at the all-zero map, the MSE's easy baseline, instead of spending its
   # first hundreds of steps unlearning random maps (synthetic: mean loss over the first 175
@@ -194,7 +159,7 @@ def tompson_head(feats: Dict[int, keras.KerasTensor], num_joints: int, channels:
   kernel, rate = kernel_for(heatmaps.shape[1])
   spatial = PairwiseSpatialModel(graph_pairs(num_joints, edges), kernel, rate,
                                  name="spatial", dtype="float32")(heatmaps)
-  return PeakDecode(log_space=True, name="joints", dtype="float32")(spatial)
+  return layers.PeakDecode(log_space=True, name="joints", dtype="float32")(spatial)
 
 
 def is_tompson(net: keras.Model) -> bool:
@@ -205,100 +170,9 @@ def detector_only(net: keras.Model) -> keras.Model:
   """The detector of a tompson network (same weights) decoded without the spatial model:
   image -> joints (B, K, 2), the detector phase's pose."""
   heat = net.get_layer("heatmaps").output
-  return keras.Model(net.inputs, PeakDecode(name="detector_joints", dtype="float32")(heat),
-                     name=f"{net.name}_detector")
+  joints = layers.PeakDecode(name="detector_joints", dtype="float32")(heat)
+  return keras.Model(net.inputs, joints, name=f"{net.name}_detector")
 
 
-@dataclasses.dataclass(frozen=True)
-class Phase:
-  """One training phase of a tompson stage: the outputs it trains and whether the
-  detector's layers learn."""
-
-  name: str
-  outputs: Tuple[str, ...]
-  detector_trainable: bool
-  lr_scale: float = 1.0  # x --learning_rate; below 1 the phase fine-tunes without warm-up
-
-
-# The joint phase fine-tunes a trained detector: at the full learning rate (warm-up back to
-# the peak after the detector's schedule had decayed) it first undid part of the detector
-# (synthetic val PCP 0.200 after the detector, 0.178 100 joint steps later).
-PHASES = (Phase("detector", ("heatmaps",), True),
-          Phase("spatial", ("spatial",), False),
-          Phase("joint", ("heatmaps", "spatial"), True, lr_scale=0.1))
-# Default split of a stage's steps over PHASES when --phase_steps is not given.
-PHASE_FRACTIONS = (0.7, 0.1, 0.2)
-
-
-def phase_steps(total: int, given: Sequence[int] = ()) -> Tuple[int, ...]:
-  """Steps of each phase: `given` (3 positive ints) or `total` split by PHASE_FRACTIONS
-  (every phase at least 1 step)."""
-  if given:
-    steps = tuple(int(s) for s in given)
-    if len(steps) != len(PHASES) or min(steps) < 1:
-      raise ValueError(f"phase steps must be {len(PHASES)} positive integers "
-                       f"({', '.join(p.name for p in PHASES)}), got {list(given)}")
-    return steps
-  a = max(1, int(round(total * PHASE_FRACTIONS[0])))
-  b = max(1, int(round(total * PHASE_FRACTIONS[1])))
-  return a, b, max(1, total - a - b)
-
-
-def phase_fit(base, phase: Phase, steps: int):
-  """The fit of `phase` (a trainer.FitConfig) from its stage's fit `base`: `steps` steps,
-  the checkpoint interval capped to them, the learning rate x phase.lr_scale (warm-up
-  capped to the phase, none when the phase fine-tunes), and the detector's masked MSE
-  weighted by base.heatmap_loss_weight (0 means 1)."""
-  return dataclasses.replace(
-      base, steps=steps, checkpoint_every=min(base.checkpoint_every, steps),
-      learning_rate=base.learning_rate * phase.lr_scale,
-      warmup_steps=min(base.warmup_steps, steps - 1) if phase.lr_scale >= 1 else 0,
-      heatmap_loss="mse", heatmap_loss_weight=base.heatmap_loss_weight or 1.0)
-
-
-def phase_model(net: keras.Model, phase: Phase) -> keras.Model:
-  """The training model of `phase`: `net`'s layers and variables with the outputs
-  {name: logits} the phase trains. The spatial phase freezes every layer up to and
-  including "heatmaps" (BatchNorm then runs in inference mode)."""
-  spatial = net.get_layer("spatial")
-  for layer in net.layers:
-    if layer is spatial or layer.name == "joints":
-      layer.trainable = True
-    elif layer.weights:
-      layer.trainable = phase.detector_trainable
-  outputs = {"heatmaps": net.get_layer("heatmaps").output, "spatial": spatial.output}
-  return keras.Model(net.inputs, {k: outputs[k] for k in phase.outputs},
-                     name=f"{net.name}_{phase.name}")
-
-
-def pairwise_prior(joints: np.ndarray, visible: np.ndarray, pairs, heatmap_size: int,
-                   kernel_size: int, rate: int = 1, blur: float = 1.0) -> np.ndarray:
-  """The spatial model's starting kernels from training poses.
-
-  joints: (N, K, 2) box-normalized; visible: (N, K). Returns (P, k, k) float32: for pair
-  (A, v) the histogram of A - v in kernel taps (`rate` heatmap cells each) over the poses
-  annotating both, smoothed by a Gaussian of std `blur` taps and scaled to sum 1, laid out
-  for the correlation the layer computes (output(p) = sum_q in(p + rate q) kernel(q + c)):
-  a partner peak at x_v votes for x_v + d through tap c - d / rate. Displacements beyond
-  the kernel are dropped. A pair with no sample keeps a flat kernel; a self pair (A, A) is
-  a delta at the centre (unblurred: a blurred self term would blur the detector's peak and
-  cost localization precision, measured on synthetic val: PDJ@0.05 0.024 -> 0.015)."""
-  from scipy import ndimage
-  joints = np.asarray(joints, np.float64)
-  visible = np.asarray(visible, bool)
-  c = kernel_size // 2
-  out = np.zeros((len(pairs), kernel_size, kernel_size), np.float64)
-  for i, (a, v) in enumerate(pairs):
-    if a == v:  # the joint's own map: an exact delta, so the detector's precision stays
-      out[i, c, c] = 1.0
-      continue
-    both = visible[:, a] & visible[:, v]
-    d = np.rint((joints[both, a] - joints[both, v]) * heatmap_size / rate).astype(np.int64)
-    col, row = c - d[:, 0], c - d[:, 1]
-    keep = (col >= 0) & (col < kernel_size) & (row >= 0) & (row < kernel_size)
-    np.add.at(out[i], (row[keep], col[keep]), 1.0)
-    if blur > 0:
-      out[i] = ndimage.gaussian_filter(out[i], blur, mode="constant")
-    total = out[i].sum()
-    out[i] = out[i] / total if total > 0 else 1.0 / kernel_size ** 2
-  return out.astype(np.float32)
+HEAD = Head(lambda f, c, mean_pose, edges: tompson_head(
+    f.pyramid, c.num_joints, c.head_channels, edges), pyramid=True)

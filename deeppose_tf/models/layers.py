@@ -1,8 +1,8 @@
 """Building blocks shared by the backbones, the heads and Tompson et al.'s network: the
 backbone `Features` a head reads, the conv-BN-ReLU block, and the heatmap decoders.
 
-The bottom floor of the models: it imports no other deeppose_tf module, so backbones.py,
-heads.py and tompson.py all build on it without importing one another's privates.
+The bottom floor of the models: it imports no other deeppose_tf module, so the backbones and
+the heads all build on it without importing one another's privates.
 Coordinates: box-normalized (x, y) in [-0.5, 0.5]^2, x right, y down.
 """
 
