@@ -84,9 +84,10 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
     raise ValueError(f"boxes must be one of {list(BOXES)}, got {boxes!r}")
   config = workdir_lib.read_config(workdir)
   data_dir = data_dir or config["data_dir"]
-  if tflite and (flip_test, reframe, reframe_grow, refine_step) != (None,) * 4:
-    raise ValueError("--flip_test, --reframe and --refine_step apply to the Keras cascade; a "
-                     ".tflite file was exported with its workdir's settings")
+  if tflite and (num_stages, flip_test, reframe, reframe_grow, refine_step) != (None,) * 5:
+    raise ValueError("--num_stages, --flip_test, --reframe and --refine_step apply to the Keras "
+                     "cascade; a .tflite file runs what export baked into it (its sidecar "
+                     "MODEL.json lists them; export takes the same flags)")
   if tflite and precision != "float32":
     raise ValueError("--precision applies to the Keras cascade; a .tflite file has its own "
                      "(export --quantize)")
@@ -325,17 +326,7 @@ def define_flags() -> None:
                       "--tflite, MODEL-report/ beside the .tflite file, or "
                       "WORKDIR/tflite-MODEL-report/ when that folder is not writable or is "
                       "inside the installed package, as the bundled model's is).")
-  flags.DEFINE_enum("flip_test", "workdir", ["workdir", "true", "false"], "Test-time flips "
-                    "(train --flip_test): workdir = as its config.json says; true / false "
-                    "override it for this evaluation (the Keras cascade only).")
-  flags.DEFINE_integer("reframe", None, "Stage-1 reframing passes (train --reframe); default: "
-                       "as the workdir's config.json says (the Keras cascade only).",
-                       lower_bound=0)
-  flags.DEFINE_float("reframe_grow", None, "Box side over the pose's extent for --reframe "
-                     "(train --reframe_grow); default: the workdir's.", lower_bound=0.1)
-  flags.DEFINE_float("refine_step", None, "Fraction of each refinement stage's move applied "
-                     "(train --refine_step); default: the workdir's (the Keras cascade only).",
-                     lower_bound=0.01, upper_bound=1.0)
+  dp_flags.define_inference_flags("evaluate")
   # The names before the flags were unified across commands.
   from deeppose_tf.predict import detectors
   detectors.define_flags()
@@ -348,11 +339,10 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from deeppose_tf import flags as dp_flags
   run(FLAGS.workdir, FLAGS.eval_split, FLAGS.data_dir, FLAGS.eval_limit, FLAGS.eval_batch_size,
       tflite=FLAGS.tflite, report_dir=FLAGS.report_dir, precision=FLAGS.precision,
-      boxes=FLAGS.boxes,
-      flip_test=None if FLAGS.flip_test == "workdir" else FLAGS.flip_test == "true",
-      reframe=FLAGS.reframe, reframe_grow=FLAGS.reframe_grow, refine_step=FLAGS.refine_step,
+      boxes=FLAGS.boxes, **dp_flags.inference_overrides(FLAGS),
       detector=None if FLAGS.boxes not in ("detect", "detect_auto") else
       _detector_from_flags())
 

@@ -99,6 +99,39 @@ def define_shared_flags(names, defaults=None) -> None:
       register_range(name, *TRAIN_RANGES[name])
 
 
+def define_inference_flags(command: str) -> None:
+  """The cascade's inference options as a workdir's config.json records them (train
+  --flip_test, --reframe, --reframe_grow, --refine_step), each overridable for this
+  `command`'s run (evaluate: the Keras cascade; export: what the SavedModel or .tflite file
+  bakes in), and --num_stages, the first stages only. inference_overrides(FLAGS) reads them
+  as Cascade.load's arguments."""
+  applies = ("the Keras cascade only; a .tflite file runs what export baked into it"
+             if command == "evaluate" else "baked into the exported model")
+  flags.DEFINE_enum("flip_test", "workdir", ["workdir", "true", "false"], "Test-time flips "
+                    "(train --flip_test): workdir = as its config.json says; true / false "
+                    f"override it ({applies}). Flips double every stage's cost.")
+  flags.DEFINE_integer("reframe", None, "Stage-1 reframing passes (train --reframe); default: "
+                       f"as the workdir's config.json says ({applies}). Each pass runs "
+                       "stage 1 once more.", lower_bound=0)
+  flags.DEFINE_float("reframe_grow", None, "Box side over the pose's extent for --reframe "
+                     "(train --reframe_grow); default: the workdir's.", lower_bound=0.1)
+  flags.DEFINE_float("refine_step", None, "Fraction of each refinement stage's move applied "
+                     f"(train --refine_step); default: the workdir's ({applies}).",
+                     lower_bound=0.01, upper_bound=1.0)
+  flags.DEFINE_integer("num_stages", None, "Use the first N stages of the cascade only "
+                       "(default: all that config.json names). Stage 1 alone costs one "
+                       "network per person; each refinement stage one per joint.",
+                       lower_bound=1)
+
+
+def inference_overrides(f) -> dict:
+  """Cascade.load's keyword arguments from define_inference_flags' flags (None: the
+  workdir's own)."""
+  return {"num_stages": f.num_stages,
+          "flip_test": None if f.flip_test == "workdir" else f.flip_test == "true",
+          "reframe": f.reframe, "reframe_grow": f.reframe_grow, "refine_step": f.refine_step}
+
+
 def define_train_flags() -> None:
   d = flags
   d.DEFINE_string("workdir", None, "Folder for data (synthetic), checkpoints, models, logs, "

@@ -387,7 +387,8 @@ def test_cli_help_lists_the_commands_flags():
                        capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
   assert "python -m deeppose_tf.export --workdir=" in run.stdout, run.stderr[-3000:]
   for name in ("workdir", "export_dir", "output", "version", "format", "precision",
-               "quantize", "tflite_size", "seed"):
+               "quantize", "tflite_size", "seed", "num_stages", "flip_test", "reframe",
+               "reframe_grow", "refine_step"):
     assert f"  --{name}: " in run.stdout, name
   assert "--output: Alias for --export_dir." in run.stdout
 
@@ -508,6 +509,38 @@ def test_evaluate_tflite_matches_the_keras_cascade(workdir, tflite_fp32, casc, t
   with pytest.raises(ValueError, match="predicts 14 joints; skeleton flic10"):
     from deeppose_tf.skeleton import FLIC10
     TFLiteCascade(tflite_fp32, FLIC10)
+
+
+def test_export_bakes_in_the_stages_and_inference_options_asked(workdir, tmp_path):
+  """export --num_stages=1 --flip_test=true --reframe=1 (the workdir has neither flips nor
+  reframing): the .tflite file runs exactly that cascade, its sidecar says so, and
+  evaluate --tflite refuses to override what the file bakes in."""
+  from deeppose_tf.tflite_cascade import TFLiteCascade, read_sidecar
+  path = str(tmp_path / "fast.tflite")
+  run = subprocess.run([sys.executable, "-m", "deeppose_tf.export", f"--workdir={workdir}",
+                        f"--export_dir={path}", "--format=tflite", "--num_stages=1",
+                        "--flip_test=true", "--reframe=1"], capture_output=True, text=True,
+                       env=_env(), cwd=REPO, timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  meta = read_sidecar(path)
+  assert (meta["stages"], meta["flip_test"], meta["reframe"]) == (1, True, 1)
+  want = cascade.Cascade.load(workdir, num_stages=1, flip_test=True, reframe=1)
+  plain = cascade.Cascade.load(workdir, num_stages=1)
+  lite = TFLiteCascade(path, LSP14)
+  assert lite.num_stages == 1
+  moved = 0.0
+  for canvas, box in _canvases(3):
+    got = lite.predict_one(canvas[0], box[0])
+    ref = want.predict(canvas.astype(np.float32), tf.constant(box)).numpy()[0]
+    np.testing.assert_allclose(got, ref, atol=0.5)
+    other = plain.predict(canvas.astype(np.float32), tf.constant(box)).numpy()[0]
+    moved = max(moved, float(np.abs(ref - other).max()))
+  assert moved > 0.5  # the options change the poses, so the check above can fail
+  run = subprocess.run([sys.executable, "-m", "deeppose_tf.evaluate", f"--workdir={workdir}",
+                        f"--tflite={path}", "--num_stages=1"], capture_output=True, text=True,
+                       env=_env(), cwd=REPO, timeout=300)
+  assert run.returncode != 0
+  assert "a .tflite file runs what export baked into it" in run.stderr, run.stderr[-3000:]
 
 
 def test_evaluate_tflite_refuses_a_file_of_another_cascade(workdir, tflite_fp32, tiny_data,

@@ -310,3 +310,19 @@ def test_compare_refuses_a_label_given_twice_and_a_missing_report(evaluated, tmp
     compare.compare([work], ["A"], str(tmp_path / "x"), latency=False,
                     reports=[str(tmp_path)])
   assert not os.path.exists(str(tmp_path / "x.md"))
+
+
+def test_bench_times_a_peer_beside_our_model_in_one_run():
+  """bench --only=model takes FORMAT:PATH entries: the peer is loaded, timed and compared
+  with the first model (the bundled one) in the same run."""
+  from deeppose_tf.bench import model_file
+  results = model_file.model_results([models.BUNDLED, f"movenet:{_need(MOVENET_SINGLE)}"],
+                                     min_time=0.05, threads=(1,))
+  rows = {(r.entry, r.key): r for r in results}
+  peer = rows[("models.1", "latency_ms")]
+  assert peer.value > 0 and rows[("models.0", "latency_ms")].value > 0
+  (ratio,) = peer.ratios
+  assert ratio.value == pytest.approx(peer.value / rows[("models.0", "latency_ms")].value)
+  load = rows[("models.1", "load_s")]
+  assert "(movenet)" in load.name and load.extra["size_mb"] > 1
+  assert load.extra["path"] == f"movenet:{MOVENET_SINGLE}"

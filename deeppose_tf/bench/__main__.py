@@ -64,8 +64,9 @@ flags.DEFINE_boolean("tflite", BenchConfig.tflite, "infer: also convert to TFLit
                      "float16, int8) and time batch 1.")
 # The predict command's models.
 flags.DEFINE_list("models", [], "model: model files or folders to time as the predict "
-                  "command loads them (.tflite, SavedModel, workdir); the first is the "
-                  "reference of the others' latency.")
+                  "command loads them (.tflite, SavedModel, workdir), and peer models as "
+                  "FORMAT:PATH (blazepose, movenet: compare --peers' formats, on the whole "
+                  "image letterboxed); the first is the reference of the others' latency.")
 flags.DEFINE_list("threads", [str(t) for t in BenchConfig.threads], "model: interpreter "
                   "threads to time each model with (TFLite files; each count is a row, "
                   "compared with the first model at the same count).")

@@ -1,5 +1,7 @@
 """The predict command's models as a user meets them: load time, the first prediction, and
-batch-1 latency per person, for each model file or folder given (--models).
+batch-1 latency per person, for each model file or folder given (--models), and for the peer
+models a user would run instead (FORMAT:PATH, FORMAT one of predict/peers.py's: blazepose,
+movenet; each on the whole image letterboxed into its input).
 
 Each latency is compared with the first model's, measured in the same run (the reference);
 the image is a synthetic person of 320 x 240 px, the box the whole image.
@@ -36,24 +38,42 @@ def timing_image():
   return image, detect.full_box(*image.shape[:2])
 
 
+def _peer(path: str):
+  """(format, file) of a FORMAT:PATH entry naming a peer format, else None."""
+  from deeppose_tf.predict import peers
+  fmt, sep, rest = path.partition(":")
+  return (fmt, rest) if sep and fmt in peers.FORMATS else None
+
+
+def _load(path: str, num_threads: int):
+  peer = _peer(path)
+  if peer:
+    from deeppose_tf.predict import peers
+    return peers.PeerModel(*peer, num_threads=num_threads)
+  from deeppose_tf.predict import models
+  return models.load(path, num_threads=num_threads)
+
+
 def model_results(paths: Sequence[str], min_time: float, threads: Sequence[int] = (2,)
                   ) -> List[Result]:
   """Load time, first prediction and batch-1 latency of each model in `paths`. A .tflite
   file is loaded and timed once per interpreter thread count in `threads` (its JSON entry:
   latency_ms and x_reference at the first count, latency_ms_{N}t and x_reference_{N}t at
   every count); a workdir or SavedModel once, on TensorFlow's own threads. Each latency is
-  compared with the first model's at the same thread count."""
-  from deeppose_tf.predict import models
+  compared with the first model's at the same thread count. A peer (FORMAT:PATH) is timed
+  like a .tflite file."""
   image, box = timing_image()
   results, reference = [], {}
   threads = tuple(threads) or (2,)
   for i, path in enumerate(paths):
-    name = os.path.basename(os.path.normpath(path))
+    peer = _peer(path)
+    file = peer[1] if peer else path
+    name = os.path.basename(os.path.normpath(file)) + (f" ({peer[0]})" if peer else "")
     entry = f"models.{i}"
-    tflite = path.endswith(".tflite")
+    tflite = file.endswith(".tflite")
     for j, count in enumerate(threads if tflite else (None,)):
       t0 = time.perf_counter()
-      model = models.load(path, num_threads=count or threads[0])
+      model = _load(path, count or threads[0])
       load_s = time.perf_counter() - t0
       t0 = time.perf_counter()
       model.predict([image], box)
@@ -70,7 +90,7 @@ def model_results(paths: Sequence[str], min_time: float, threads: Sequence[int] 
         ratios = (Ratio(latency / ref_ms, f"{ref_name} latency{label}",
                         "x_reference" if j == 0 else f"x_reference{suffix}"),)
       if j == 0:
-        extra = {"path": path, "size_mb": round(_size_mb(path), 2),
+        extra = {"path": path, "size_mb": round(_size_mb(file), 2),
                  "stages": model.num_stages, "threads": list(threads) if tflite else None}
         if count:  # the first count under its own key too, like the others
           extra[f"latency_ms{suffix}"] = latency

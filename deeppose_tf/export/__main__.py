@@ -4,6 +4,7 @@
       [--precision=float32|bfloat16]
   python -m deeppose_tf.export --workdir=runs/lsp --export_dir=deeppose.tflite --format=tflite
       [--quantize=none|float16|int8] [--tflite_size=440,440]
+  Either, for a faster model: [--num_stages=N] [--flip_test=false] [--reframe=0]
 
 Prints the path written. Signatures, inputs and limits: export/README.md.
 """
@@ -11,6 +12,7 @@ Prints the path written. Signatures, inputs and limits: export/README.md.
 from absl import app, flags
 
 from deeppose_tf import flags as dp_flags
+from deeppose_tf.cascade import Cascade
 from deeppose_tf.export.saved_model import export_saved_model
 from deeppose_tf.export.tflite import QUANTIZE, export_tflite
 
@@ -21,6 +23,9 @@ FORMATS = ("saved_model", "tflite")
 # run folder), --export_dir (where an export goes), --precision, --seed. --precision is
 # defined once for every command in deeppose_tf/flags.py; adopting it makes --help list it.
 dp_flags.define_shared_flags(["precision"])
+# --num_stages, --flip_test, --reframe, --reframe_grow, --refine_step: what the export runs
+# (default: the workdir's config.json), the flags evaluate takes too.
+dp_flags.define_inference_flags("export")
 flags.adopt_module_key_flags(dp_flags)
 flags.DEFINE_string("workdir", None, "Trained run folder of the cascade to export "
                     "(config.json, stage*/model.keras; python -m deeppose_tf.train "
@@ -78,11 +83,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
+  casc = Cascade.load(f.workdir, precision=f.precision, **dp_flags.inference_overrides(f))
   if f.format == "saved_model":
-    print(export_saved_model(f.workdir, f.export_dir, f.version, precision=f.precision))
+    print(export_saved_model(f.workdir, f.export_dir, f.version, casc=casc))
   else:
     print(export_tflite(f.workdir, f.export_dir, f.quantize, _tflite_size(f.tflite_size),
-                        seed=f.seed))
+                        casc=casc, seed=f.seed))
 
 
 if __name__ == "__main__":
