@@ -511,6 +511,7 @@ def test_evaluate_tflite_matches_the_keras_cascade(workdir, tflite_fp32, casc, t
     TFLiteCascade(tflite_fp32, FLIC10)
 
 
+@pytest.mark.slow  # two commands in child processes: about 20 s
 def test_export_bakes_in_the_stages_and_inference_options_asked(workdir, tmp_path):
   """export --num_stages=1 --flip_test=true --reframe=1 (the workdir has neither flips nor
   reframing): the .tflite file runs exactly that cascade, its sidecar says so, and

@@ -60,6 +60,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # a child process loading TensorFlow, a SavedModel and LiteRT: about 15 s
 def test_saved_model_and_tflite_give_the_same_poses_in_a_fresh_process(expected):
   run = subprocess.run(
       [sys.executable, "-c", _CHILD, os.path.join(LEGACY, "expected.npz"),
