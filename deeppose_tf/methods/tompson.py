@@ -180,7 +180,8 @@ def fit_phases(strategy, workdir: str, stage: int, settings: Settings, build_net
     if last:
       return
     save_shared(builder.with_precision(holder["net"], "float32"), path)
-    logging.info("stage %d phase %s saved to %s", stage, phase.name, path)
+    if distribute.is_chief(strategy):  # only the chief writes it (the others save and delete)
+      logging.info("stage %d phase %s saved to %s", stage, phase.name, path)
     previous = path
 
 
