@@ -41,7 +41,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from typing import List, Optional, Sequence
 
 from absl import app, flags
@@ -140,22 +139,13 @@ def workdir_timing(workdirs: Sequence[str], min_time: float,
 def peer_timing(fmt: str, path: str, min_time: float,
                 threads: Sequence[int] = THREADS) -> dict:
   """{"latency_ms_{N}t" for N in threads, "load_s", "first_prediction_s"} (the last two of
-  the first count) of a peer model file: its LiteRT interpreter at N threads."""
-  from deeppose_tf.bench.peak import timeit
-  from deeppose_tf.predict import peers as peers_lib
-  from deeppose_tf.bench.model_file import timing_image
-  image, box = timing_image()
-  out = {}
-  for j, n in enumerate(threads):
-    t0 = time.perf_counter()
-    model = peers_lib.PeerModel(fmt, path, num_threads=n)
-    load_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model.predict([image], box)
-    first_s = time.perf_counter() - t0
-    out[f"latency_ms_{n}t"] = timeit(lambda: model.predict([image], box), min_time) * 1e3
-    if j == 0:
-      out["load_s"], out["first_prediction_s"] = load_s, first_s
+  the first count) of a peer model file: its LiteRT interpreter at N threads, timed by
+  bench.model_file (FORMAT:PATH entries) as the bench times it."""
+  from deeppose_tf.bench.model_file import model_results
+  rows = {r.key: r.value for r in model_results([f"{fmt}:{path}"], min_time, threads)}
+  out = {f"latency_ms_{n}t": rows[f"latency_ms_{n}t" if j else "latency_ms"]
+         for j, n in enumerate(threads)}
+  out["load_s"], out["first_prediction_s"] = rows["load_s"], rows["first_prediction_s"]
   return out
 
 

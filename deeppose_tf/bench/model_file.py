@@ -45,8 +45,8 @@ def _peer(path: str):
   return (fmt, rest) if sep and fmt in peers.FORMATS else None
 
 
-def _load(path: str, num_threads: int):
-  peer = _peer(path)
+def _load(path: str, peer, num_threads: int):
+  """The model of entry `path`; peer: its _peer (format, file), or None."""
   if peer:
     from deeppose_tf.predict import peers
     return peers.PeerModel(*peer, num_threads=num_threads)
@@ -70,10 +70,10 @@ def model_results(paths: Sequence[str], min_time: float, threads: Sequence[int] 
     file = peer[1] if peer else path
     name = os.path.basename(os.path.normpath(file)) + (f" ({peer[0]})" if peer else "")
     entry = f"models.{i}"
-    tflite = file.endswith(".tflite")
+    tflite = peer is not None or file.endswith(".tflite")  # a peer runs in LiteRT
     for j, count in enumerate(threads if tflite else (None,)):
       t0 = time.perf_counter()
-      model = _load(path, count or threads[0])
+      model = _load(path, peer, count or threads[0])
       load_s = time.perf_counter() - t0
       t0 = time.perf_counter()
       model.predict([image], box)
