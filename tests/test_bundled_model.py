@@ -99,9 +99,9 @@ def test_smoothing_cuts_the_jitter_of_a_still_person(tmp_path):
   # (2.1x with 0-4 px shifts); --boxes=auto (the default; each frame reframed from the last)
   # raw 18.0 px, 1.9x. Model 2026.12.06.2, --boxes=auto: raw 10.8 px, smoothed 4.3 px, 2.5x.
   # Model 2026.12.06.3 (160 px, half refinement step): raw 16.2 px, smoothed 8.9 px, 1.8x.
-  # Model 2026.12.06.4 (192 px): raw 10.8 px, smoothed 4.9 px, 2.2x.
-  # The issue's 3x holds for white noise of 3 px (test_track.py); this model's
-  # jitter is larger than the motions whose lag the filter must keep under 2 frames (5-20 px
-  # per frame), and correlated from frame to frame: a beta of 0.005 would cut it 3.2x, with
-  # a lag of several frames.
-  assert smooth * 1.5 <= raw
+  # Model 2026.12.06.4 (192 px): raw 10.8 px, smoothed 4.9 px, 2.2x: most of the raw motion
+  # is three joints the portrait does not show (a knee, an ankle, a wrist) whose heatmap peak
+  # switches 30-100 px between hypotheses, which the 1 Euro filter takes for motion. With
+  # the spike gate before the filter (track.JUMP): smoothed 3.2 px, 3.4x (the issue's 3x).
+  # The bound leaves room for other library versions' numerics.
+  assert smooth * 2.5 <= raw

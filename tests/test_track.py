@@ -142,8 +142,42 @@ def test_lag_on_a_moving_person_within_2_frames(speed):
   # the smoothed joints still track the person: within ~lag * speed + noise of the truth
   assert np.nanmax(np.abs(out - raw)[30:]) < 2 * speed + 5 * 3
   # The check can fail: a plain 1 Hz low-pass (beta = 0) lags fps / (2 pi) = 4.8 frames.
-  _, raw, slow = _filtered(speed * direction, filt=track.OneEuroFilter(beta=0.0))
+  # (Without the spike gate, which restarts a joint left more than JUMP behind.)
+  _, raw, slow = _filtered(speed * direction,
+                           filt=track.OneEuroFilter(beta=0.0, jump=None))
   assert track.lag_frames(raw, slow) > 4
+
+
+def test_spike_gate_hides_a_one_frame_spike_and_follows_a_real_jump_a_frame_late():
+  rng = np.random.default_rng(3)
+  still = rng.uniform(100, 300, (K, 2))
+  frames = np.repeat(still[None], 12, 0) + rng.normal(0, 1.0, (12, K, 2))
+  spiked = frames.copy()
+  spiked[4, 2] += [60.0, 0.0]    # joint 2 jumps 60 px (0.3 x a 200 px person) for 1 frame
+  spiked[7:, 5] += [0.0, 80.0]   # joint 5 really moves 80 px at frame 7 and stays there
+  spiked[9, 8] += [70.0, 0.0]    # joint 8 wanders: 70 px one way, then 70 px the other,
+  spiked[10, 8] += [-70.0, 0.0]  # neither confirming the other
+  spiked[11, 8] += [0.0, 70.0]
+  gated, plain = track.OneEuroFilter(), track.OneEuroFilter(jump=None)
+  out = np.stack([gated(spiked[n], n / FPS, scale=200.0) for n in range(12)])
+  off = np.stack([plain(spiked[n], n / FPS, scale=200.0) for n in range(12)])
+  # the spike never shows (the joint stays where it was), and the filter alone lets it in
+  assert np.abs(out[4, 2] - out[3, 2]).max() < 1.0
+  assert np.abs(off[4, 2] - off[3, 2]).max() > 15.0
+  # the real move: held at frame 7, there at frame 8 (confirmed: restarted at its value)
+  assert np.abs(out[7, 5] - out[6, 5]).max() < 1.0
+  np.testing.assert_allclose(out[8, 5], spiked[8, 5])
+  # the wandering joint: held at most MAX_HOLD = 2 frames, then restarted where it is
+  assert track.MAX_HOLD == 2
+  np.testing.assert_allclose(out[9:11, 8], np.repeat(out[8:9, 8], 2, 0))
+  np.testing.assert_allclose(out[11, 8], spiked[11, 8])
+  # the joints that did not jump are filtered exactly as without the gate
+  calm = [k for k in range(K) if k not in (2, 5, 8)]
+  np.testing.assert_allclose(out[:, calm], off[:, calm])
+  # the gate scales with the person: the same 60 px spike on a 400 px person passes it
+  big = track.OneEuroFilter()
+  out_big = np.stack([big(spiked[n], n / FPS, scale=400.0) for n in range(6)])
+  assert np.abs(out_big[4, 2] - out_big[3, 2]).max() > 15.0
 
 
 def test_lag_frames_and_jitter_measure_what_they_say():
@@ -243,6 +277,10 @@ def test_refuses_bad_input():
     f(np.zeros((K, 2)), 1.0, scale=0.0)
   with pytest.raises(ValueError, match="min_cutoff"):
     track.OneEuroFilter(min_cutoff=0)
+  with pytest.raises(ValueError, match="jump"):
+    track.OneEuroFilter(jump=-0.1)
+  with pytest.raises(ValueError, match="max_hold"):
+    track.OneEuroFilter(max_hold=0)
   tr = track.Tracker()
   with pytest.raises(ValueError, match="poses"):
     tr.update(np.zeros((2, 4)) + 10, np.zeros((1, K, 2)), t=0.0)

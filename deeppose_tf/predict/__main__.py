@@ -83,7 +83,9 @@ def define_flags() -> None:
                        "the box settles (IoU >= 0.9 with the previous one).", lower_bound=0)
   flags.DEFINE_boolean("smooth", True, "Videos: smooth each tracked person's joints over "
                        "time (the 1 Euro filter, as MediaPipe does: still joints stop "
-                       "jittering, moving ones lag about a frame); --nosmooth writes the raw "
+                       "jittering, moving ones lag about a frame), after a spike gate that "
+                       "holds a joint jumping over 0.2x the person's size for a frame or two "
+                       "until the next frame confirms the move; --nosmooth writes the raw "
                        "poses. Each video record has a \"track\" id either way.")
   flags.DEFINE_integer("batch_size", 8, "People per model call (Keras and SavedModel models; "
                        "a .tflite model runs one at a time).", lower_bound=1)
