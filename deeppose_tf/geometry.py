@@ -70,7 +70,8 @@ def box_in_range(boxes):
   """True where a requested box (..., 4) is finite and within +-MAX_BOX_COORD: (...,) bool.
 
   The serving rules live here, once, for the SavedModel's graph asserts (export/inputs.py)
-  and the TFLite wrapper's ValueErrors (tflite_cascade.check_inputs). boxes keep their float
+  and the TFLite wrapper's ValueErrors (tflite_cascade.check_inputs, through its numpy twin
+  tflite_cascade.box_rules, which tests/test_export.py holds to these). boxes keep their float
   dtype, so a float64 request is judged on its own values, not on their float32 rounding.
   """
   boxes = tf.convert_to_tensor(boxes)

@@ -699,3 +699,28 @@ def test_export_is_atomic(casc, tmp_path, monkeypatch):
   with pytest.raises(OSError, match="disk full"):
     export.export_saved_model(None, out, 7, casc=casc)
   assert sorted(os.listdir(out)) == [".tmp-9-1", "4", "5"]
+
+
+def test_tflite_box_rules_in_numpy_match_geometrys():
+  """tflite_cascade.box_rules (numpy, per request) gives geometry's verdicts and boxes
+  (box_in_range, empty_to_full_image: the SavedModel's graph) on every edge case."""
+  from deeppose_tf import geometry
+  from deeppose_tf.tflite_cascade import box_rules
+  big = geometry.MAX_BOX_COORD
+  boxes = [[50, 40, 30, 20], [np.nan, 40, 30, 20], [50, np.inf, 30, 20], [50, 40, -np.inf, 20],
+           [big, 40, 30, 20], [np.nextafter(big, np.inf), 40, 30, 20], [50, -big - 1, 30, 20],
+           [50, 40, 0, 20], [50, 40, 30, 0], [50, 40, -5, 20], [0, 0, 0, 0],
+           [-20, 40, 30, 20], [-15, 40, 30, 20], [-14.999, 40, 30, 20],  # left edge
+           [115, 40, 30, 20], [114.999, 40, 30, 20], [50, -10, 30, 20], [50, 90, 30, 20],
+           [50, 40, 1e-7, 1e-7], [1e5, 1e5, 3e5, 3e5], [0.1, 0.2, 0.3, 0.4]]
+  rng = np.random.default_rng(0)
+  boxes += rng.uniform(-300, 300, (200, 4)).tolist()
+  for h, w in ((80, 100), (1, 1), (4000, 3)):
+    for box in boxes:
+      ok, got, inside = box_rules(np.asarray(box, np.float64), h, w)
+      tf_ok = bool(geometry.box_in_range(tf.constant(box, tf.float64)))
+      assert ok == tf_ok, (box, h, w)
+      if ok:
+        ref, ref_inside = geometry.empty_to_full_image(tf.constant(box, tf.float64), h, w)
+        np.testing.assert_array_equal(got, ref.numpy())
+        assert inside == bool(ref_inside), (box, h, w)
