@@ -227,7 +227,7 @@ class OneEuroFilter:
             np.linalg.norm(a - b, axis=-1, keepdims=True) > limit)
       return np.broadcast_to(far, x.shape)
 
-    checked = seen & self._live & np.isfinite(self._x)
+    checked = seen & self._live  # seen (or held) last call: its filtered value is finite
     far = checked & beyond(x, self._x)
     confirmed = far & np.isfinite(self._pending) & ~beyond(x, self._pending)
     hold = far & ~confirmed & (self._held < self.max_hold)
