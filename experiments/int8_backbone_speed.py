@@ -9,6 +9,9 @@ SIMD flags from /proc/cpuinfo (XNNPACK's int8 kernels gain most from AVX512-VNNI
 AVX-VNNI, which turn 4 int8 products into one instruction; with AVX2 alone they run at
 about the float32 kernels' rate). Random weights: the speed of a network does not depend
 on its values, and nothing here is downloaded.
+
+Measured 2026-12-06 (defaults; AMD EPYC Zen 3, `avx avx2` only; both cores loaded by a
+training run): float32 10.6 ms, int8 12.2 ms, int8 / float32 1.14x.
 """
 
 import argparse
