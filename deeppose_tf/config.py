@@ -140,6 +140,9 @@ class Settings:
   reframe_grow: float = geometry.FRAMING_GROW
   # Inference: the fraction of each refinement stage's move applied (Cascade refine_step).
   refine_step: float = 1.0
+  # Where stage 1 trains (pipeline.STAGE1_BOXES): "image", the whole photo as the paper
+  # does, or "joints", the square framing of the annotated joints that --reframe reads.
+  stage1_box: str = "image"
 
   def __post_init__(self):
     if isinstance(self.skeleton, str):
@@ -178,6 +181,7 @@ class Settings:
             "train_split": self.train_split, "model": dataclasses.asdict(self.model),
             "flip_test": self.flip_test, "reframe": self.reframe,
             "reframe_grow": self.reframe_grow, "refine_step": self.refine_step,
+            **({"stage1_box": self.stage1_box} if self.stage1_box != "image" else {}),
             **({"extra_train_dirs": list(self.extra_train_dirs)}
                if self.extra_train_dirs else {}),
             **({"stage1_model": dataclasses.asdict(self.stage1_model)}

@@ -247,6 +247,14 @@ def define_train_flags() -> None:
   d.DEFINE_float("reframe_grow", geometry.FRAMING_GROW, "--reframe's box side over the "
                  "predicted joints' extent (longer side). 1.3 is LSP's framing: its people "
                  "span about 0.76 of their image's longer side.", lower_bound=0.1)
+  d.DEFINE_enum("stage1_box", "image", ["image", "joints"], "The box stage 1 trains on "
+                "(before the jitter of --translate, --scale, --rotate). image: a record's "
+                "stored box (COCO's person framing), else the whole photo resized to the "
+                "square input whatever its aspect (the paper's). joints: a stored box, else "
+                "the square --reframe_grow (1.3) times the annotated joints' extent, centred "
+                "on them: the undistorted framing that --reframe and predict --boxes=auto "
+                "read, so use it with --reframe >= 1. Its learning curve reads with one "
+                "reframing pass. BUILD.md compares the two.")
   d.DEFINE_float("refine_step", 1.0, "Inference: the fraction of each refinement stage's "
                  "move that is applied (each stage answers previous + refine_step x its "
                  "move). 1.0 is the paper's; 0.5, the mean of the two stages, scored above "
@@ -418,6 +426,6 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
       refine_init=f.refine_init, phase_steps=phase_steps,
       extra_train_dirs=tuple(f.extra_train_dirs), flip_test=f.flip_test,
       reframe=f.reframe, reframe_grow=f.reframe_grow, refine_step=f.refine_step,
-      steps=steps, batch_size=f.batch_size, sigma=f.sigma, draws=f.draws, seed=f.seed,
+      stage1_box=f.stage1_box, steps=steps, batch_size=f.batch_size, sigma=f.sigma, draws=f.draws, seed=f.seed,
       stats_images=f.stats_images,
       num_stages=f.num_stages, skeleton=skeleton, init_weights=f.init_weights)

@@ -81,6 +81,40 @@ def initial_box(features):
   return tf.where(features["has_box"], features["box"], full)
 
 
+# Where stage 1 trains (train --stage1_box). "image": a record's stored box, else its whole
+# image, resized to the square input whatever its aspect (the paper's). "joints": a stored
+# box, else the square framing the annotated joints (joints_framing_box), the box that
+# --reframe and --boxes=auto read at inference, undistorted.
+STAGE1_BOXES = ("image", "joints")
+
+
+def joints_framing_box(joints, visible, box, grow=geometry.FRAMING_GROW):
+  """The square of side `grow` x the annotated joints' extent, centred on them
+  (geometry.framing_box, at least a tenth of `box`'s longer side).
+
+  joints: (..., K, 2) image pixels; visible (..., K), at least one annotated; box (..., 4)
+  the whole image's. Returns (..., 4) image pixels. Unannotated joints, whose coordinates
+  may be anything, take the annotated joints' mean, which moves neither extreme."""
+  joints = tf.convert_to_tensor(joints, tf.float32)
+  vis = (tf.convert_to_tensor(visible) > 0)[..., None]
+  count = tf.reduce_sum(tf.cast(vis, tf.float32), -2, keepdims=True)
+  # where, not a product: an unannotated joint may be NaN, and NaN x 0 is NaN.
+  mean = tf.reduce_sum(tf.where(vis, joints, 0.0), -2, keepdims=True) / tf.maximum(count, 1.0)
+  filled = tf.where(vis, joints, mean)
+  return geometry.framing_box(filled, box, grow, min_fraction=0.1)
+
+
+def stage1_box(features, joints, which: str):
+  """The box stage 1 trains on (STAGE1_BOXES): features has has_box, box (4,) (initial_box)
+  and visible (K,); joints (K, 2) in the box's frame. -> (4,)."""
+  if which not in STAGE1_BOXES:
+    raise ValueError(f"stage1_box must be one of {STAGE1_BOXES}, got {which!r}")
+  if which == "image":
+    return features["box"]
+  return tf.where(features["has_box"], features["box"],
+                  joints_framing_box(joints, features["visible"], features["box"]))
+
+
 def _check_record(features):
   """Graph-side guard: a record with non-finite annotated joints or none annotated fails
   with its image id in the message, instead of becoming a NaN loss."""
@@ -149,7 +183,7 @@ def load_example(features, max_side: int = 0):
     joints = joints * tf.stack([sx, sy])
     box = box * tf.stack([sx, sy, sx, sy])
   return {"pixels": image, "joints": joints, "box": box, "visible": features["visible"],
-          "image_id": features["image_id"]}
+          "has_box": features["has_box"], "image_id": features["image_id"]}
 
 
 def _as_loaded(features):
@@ -157,19 +191,19 @@ def _as_loaded(features):
 
 
 def stage1_example(features, seed_pair, skeleton: Skeleton, input_size: int,
-                   augment: AugmentConfig):
+                   augment: AugmentConfig, box_source: str = "image"):
   """One record -> (crop (S, S, 3) float32, target (K, 3)). seed_pair: (2,) int64.
 
-  features: a parsed record or `load_example`'s dict. The box is shifted, scaled, rotated
-  and mirrored by one affine warp; the target is the pose in that warped box's normalized
-  frame, so crop and target always agree.
+  features: a parsed record or `load_example`'s dict. The box (box_source: STAGE1_BOXES) is
+  shifted, scaled, rotated and mirrored by one affine warp; the target is the pose in that
+  warped box's normalized frame, so crop and target always agree.
   """
   ex = _as_loaded(features)
   joints, image = ex["joints"], ex["pixels"]
   seeds = tf.random.experimental.stateless_split(seed_pair, 5)
   shift = tf.random.stateless_uniform([2], seeds[0], -augment.translate, augment.translate)
   scale = tf.random.stateless_uniform([], seeds[1], augment.scale[0], augment.scale[1])
-  box = geometry.jitter_box(ex["box"], shift, scale)
+  box = geometry.jitter_box(stage1_box(ex, joints, box_source), shift, scale)
   do_flip = (tf.random.stateless_uniform([], seeds[2]) < 0.5 if augment.flip
              else tf.constant(False))
   box, order = _flip(box, do_flip, skeleton.flip_permutation)
@@ -244,7 +278,8 @@ def refine_example(features, seed_pair, skeleton: Skeleton, input_size: int, sig
 def train_dataset(data_dir: str, split: str, skeleton: Skeleton, input_size: int,
                   batch_size: int, seed: int, augment: AugmentConfig = AugmentConfig(),
                   refine: Optional["RefineConfig"] = None, shuffle_buffer: int = 2048,
-                  start_index: int = 0, cache_max_side: Optional[int] = None):
+                  start_index: int = 0, cache_max_side: Optional[int] = None,
+                  box_source: str = "image"):
   """Infinite, shuffled, augmented batches for training one stage.
 
   data_dir: a prepared folder, or a sequence of folders whose `split`s are mixed (shards
@@ -255,9 +290,12 @@ def train_dataset(data_dir: str, split: str, skeleton: Skeleton, input_size: int
   cache_max_side: None decodes every JPEG on every visit; an int keeps the decoded split in
   memory (images shrunk to at most that many pixels on their longer side; 0 = full size),
   so the two CPU cores train instead of decoding. The cache is filled during the first pass.
+  box_source: stage 1's box (STAGE1_BOXES); refinement crops are framed by the joints anyway.
   Yields (crops (B, S, S, 3) float32, targets (B, K, 3)).
   """
   k = skeleton.num_joints
+  if box_source not in STAGE1_BOXES:
+    raise ValueError(f"stage1_box must be one of {STAGE1_BOXES}, got {box_source!r}")
   ds = _files_dataset(data_dir, split, True, seed)
   if cache_max_side is not None:
     if cache_max_side < 0:
@@ -276,7 +314,7 @@ def train_dataset(data_dir: str, split: str, skeleton: Skeleton, input_size: int
   if refine is None:
     def fn(index, example):
       return stage1_example(parse(example), tf.stack([tf.cast(seed, tf.int64), index]),
-                            skeleton, input_size, augment)
+                            skeleton, input_size, augment, box_source)
     ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   else:
     mean = tf.constant(refine.mean)
@@ -316,25 +354,33 @@ def eval_dataset(data_dir: str, split: str, skeleton: Skeleton, batch_size: int,
   return ds.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def annotations(data_dir: str, split: str, skeleton: Skeleton):
+def annotations(data_dir: str, split: str, skeleton: Skeleton, box_source: str = "image"):
   """All poses of a split without decoding images: joints (N, K, 2), visible (N, K), boxes
-  (N, 4) initial boxes, ids (N,). Fast: used for the mean pose and for statistics.
+  (N, 4) stage-1 boxes (box_source: STAGE1_BOXES), ids (N,). Fast: used for the mean pose
+  and for statistics.
   data_dir: a folder or a sequence of folders (their splits concatenated in order)."""
   k = skeleton.num_joints
+
+  def pick(f):
+    f = dict(f, box=initial_box(f))
+    return {"joints": f["joints"], "visible": f["visible"],
+            "box": stage1_box(f, f["joints"], box_source), "image_id": f["image_id"]}
+
   ds = _files_dataset(data_dir, split, False, 0).map(
       lambda s: records.parse(s, k), num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.map(lambda f: {"joints": f["joints"], "visible": f["visible"],
-                         "box": initial_box(f), "image_id": f["image_id"]}).batch(4096)
+  ds = ds.map(pick).batch(4096)
   parts = [{key: v.numpy() for key, v in b.items()} for b in ds]
   if not parts:
     raise ValueError(f"split {split!r} in {data_dir!r} has no records")
   return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
-def mean_pose(data_dir: str, split: str, skeleton: Skeleton) -> np.ndarray:
-  """The masked mean of box-normalized training poses, (K, 2): the baseline that every
-  model must beat, and the initial bias of the regressor's output layer."""
-  a = annotations(data_dir, split, skeleton)
+def mean_pose(data_dir: str, split: str, skeleton: Skeleton,
+              box_source: str = "image") -> np.ndarray:
+  """The masked mean of training poses normalized by their stage-1 boxes (box_source), (K,
+  2): the baseline that every model must beat, and the initial bias of the regressor's
+  output layer."""
+  a = annotations(data_dir, split, skeleton, box_source)
   norm = geometry.normalize(a["joints"], a["box"]).numpy()
   vis = a["visible"][..., None]
   counts = vis.sum(axis=0)

@@ -40,7 +40,8 @@ def mean_pose(workdir: str, settings: Settings, write: bool = True) -> np.ndarra
   deterministic pass over the annotations."""
   if os.path.exists(workdir_lib.mean_pose_path(workdir)):
     return workdir_lib.read_mean_pose(workdir, settings.skeleton.num_joints)
-  pose = pipeline.mean_pose(settings.train_dirs, settings.train_split, settings.skeleton)
+  pose = pipeline.mean_pose(settings.train_dirs, settings.train_split, settings.skeleton,
+                            settings.stage1_box)
   if write:
     workdir_lib.write_mean_pose(workdir, pose)
   return pose
@@ -106,6 +107,13 @@ def _finish_trained_stage(strategy, workdir: str, stage: int, settings: Settings
   if not chief:
     distribute.wait_for_files([workdir_lib.stats_path(workdir, stage)])
   return True
+
+
+def curve_reframe(settings: Settings) -> int:
+  """The learning curve's reframing passes: none (the cheap, plain reading) for a stage 1
+  trained on whole photos; one for a stage 1 trained on the joints' framing
+  (--stage1_box=joints), which is read where it was trained, as --reframe reads it."""
+  return 1 if settings.stage1_box == "joints" else 0
 
 
 def prepare_stage_inputs(workdir: str, stage: int, settings: Settings,
@@ -190,7 +198,8 @@ def fit_stage_network(strategy, workdir: str, stage: int, settings: Settings,
     prev = (cascade.Cascade.load(workdir, num_stages=stage - 1).stages if stage > 1 else [])
     evaluator = curves.make_val_evaluator(
         prev, skeleton, settings.sigma, settings.model.input_size, settings.data_dir,
-        settings.eval_split, settings.curve_images, refine_step=settings.refine_step)
+        settings.eval_split, settings.curve_images, refine_step=settings.refine_step,
+        reframe=curve_reframe(settings))
     json_path = workdir_lib.curves_json(workdir)
     tb_dir = os.path.join(workdir_lib.log_dir(workdir, stage), "curves")
     return [curves.ValCurve(lambda _model: evaluator(nets["net"]), settings.curve_every,
@@ -203,7 +212,8 @@ def fit_stage_network(strategy, workdir: str, stage: int, settings: Settings,
     return pipeline.train_dataset(
         settings.train_dirs, settings.train_split, skeleton, settings.model.input_size,
         settings.batch_size, settings.seed + 1000 * stage, settings.augment, inputs.refine,
-        start_index=start_step * settings.batch_size, cache_max_side=settings.cache_max_side)
+        start_index=start_step * settings.batch_size, cache_max_side=settings.cache_max_side,
+        box_source=settings.stage1_box)
 
   os.makedirs(workdir_lib.stage_dir(workdir, stage), exist_ok=True)
   if model_config.head == "tompson":

@@ -26,9 +26,10 @@ def _net(seed, name):
   return model_lib.build_regressor(CONFIG, name=name)
 
 
-def _expected(nets, data_dir, limit, refine_step=1.0):
+def _expected(nets, data_dir, limit, refine_step=1.0, reframe=0):
   """The reference: predict_split over the same images, metrics of the last stage."""
-  out = predict_split(Cascade(nets, LSP14, SIGMA, CONFIG.input_size, refine_step=refine_step),
+  out = predict_split(Cascade(nets, LSP14, SIGMA, CONFIG.input_size, refine_step=refine_step,
+                              reframe=reframe),
                       data_dir, "test", limit=limit, batch_size=3)
   s = metrics.summarize(out["poses"][:, -1], out["joints"], out["visible"], LSP14)
   return s["pcp_mean"], [s["pdj_mean_at"][r] for r in metrics.PDJ_REPORT_RADII]
@@ -49,6 +50,13 @@ def test_evaluator_scores_the_last_stage_deterministically_with_one_trace(tiny_d
                                                  metrics.PDJ_REPORT_RADII] == pytest.approx(pdj)
   (_, fn), = evaluate.cache.values()
   assert fn.experimental_get_tracing_count() == 1  # weights change, the trace stays
+  # A stage 1 trained on the joints' framing is read with one reframing pass.
+  framed = curves.make_val_evaluator([], LSP14, SIGMA, 67, tiny_data, "test", limit=6,
+                                     batch_size=4, reframe=1)(net1)
+  pcp1, pdj1 = _expected([net1], tiny_data, 6, reframe=1)
+  assert framed["pcp"] == pytest.approx(pcp1) and [framed[f"pdj@{r}"] for r in
+                                                   metrics.PDJ_REPORT_RADII] == pytest.approx(pdj1)
+  assert [framed[f"pdj@{r}"] for r in metrics.PDJ_REPORT_RADII] != pytest.approx(pdj)
 
   # Changed weights are seen without a retrace: an output far outside every box
   # detects nothing.

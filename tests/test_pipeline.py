@@ -130,6 +130,59 @@ def test_stage1_example_without_augmentation(box):
   np.testing.assert_allclose(crop.numpy(), ref.numpy(), atol=1e-4)
 
 
+def test_joints_framing_box_is_the_square_around_the_annotated_joints_only():
+  """--stage1_box=joints: the square of side 1.3 x the annotated joints' longer extent,
+  centred on their bounding box; an unannotated joint, even a NaN one, moves nothing."""
+  joints = np.float32([[10, 20], [50, 30], [30, 100], [np.nan, np.nan], [400, 400]])
+  visible = np.float32([1, 1, 1, 0, 0])
+  box = pipeline.joints_framing_box(joints, visible, [100.0, 100.0, 200.0, 200.0]).numpy()
+  np.testing.assert_allclose(box, [30, 60, 1.3 * 80, 1.3 * 80], rtol=1e-6)
+  # One annotated joint: no extent, so the floor (a tenth of the image's longer side).
+  one = pipeline.joints_framing_box(joints, np.float32([0, 1, 0, 0, 0]), [0, 0, 300.0, 200.0])
+  np.testing.assert_allclose(one.numpy(), [50, 30, 30, 30], rtol=1e-6)
+
+
+def test_stage1_example_on_the_joints_framing_crops_that_square():
+  """stage1_box='joints' trains on the joints' square where a record has no box, and on the
+  stored box where it has one (COCO's framing); 'image' is the whole image."""
+  rec = make_record(7, height=48, width=96, unannotated=(4,))
+  f = features_of(rec)
+  crop, target = pipeline.stage1_example(f, seed_pair(0), LSP14, S, pipeline.NO_AUGMENT,
+                                         "joints")
+  square = pipeline.joints_framing_box(rec.joints, rec.visible, [48, 24, 96, 48]).numpy()
+  assert square[2] == square[3] and square[2] < 96
+  vis = rec.visible > 0
+  np.testing.assert_allclose(target.numpy()[vis, :2],
+                             geometry.normalize(rec.joints, square).numpy()[vis], atol=1e-6)
+  # The annotated joints fill the square's middle 1/1.3 along their longer extent.
+  extent = target.numpy()[vis, :2].max(0) - target.numpy()[vis, :2].min(0)
+  np.testing.assert_allclose(extent.max(), 1 / 1.3, rtol=1e-5)
+  ref = geometry.crop(image_of(rec)[None], square[None], [0], S)[0]
+  np.testing.assert_allclose(crop.numpy(), ref.numpy(), atol=1e-4)
+  boxed = features_of(make_record(7, box=[30.0, 20.0, 40.0, 36.0]))
+  _, t_boxed = pipeline.stage1_example(boxed, seed_pair(0), LSP14, S, pipeline.NO_AUGMENT,
+                                       "joints")
+  _, t_image = pipeline.stage1_example(boxed, seed_pair(0), LSP14, S, pipeline.NO_AUGMENT)
+  np.testing.assert_array_equal(t_boxed.numpy(), t_image.numpy())
+  with pytest.raises(ValueError, match="stage1_box must be one of"):
+    pipeline.stage1_example(f, seed_pair(0), LSP14, S, pipeline.NO_AUGMENT, "person")
+
+
+def test_mean_pose_on_the_joints_framing_is_centred(tiny_data):
+  """The mean pose (the output layer's start) is taken in the frame stage 1 trains in: in
+  the joints' framing every pose's extent is centred, so its mean sits near the middle."""
+  image = pipeline.mean_pose(tiny_data, "train", LSP14)
+  framed = pipeline.mean_pose(tiny_data, "train", LSP14, "joints")
+  a = pipeline.annotations(tiny_data, "train", LSP14, "joints")
+  assert np.all(a["box"][:, 2] == a["box"][:, 3])  # squares
+  norm = geometry.normalize(a["joints"], a["box"]).numpy()
+  lo = np.where(a["visible"][..., None] > 0, norm, np.inf).min(1)
+  hi = np.where(a["visible"][..., None] > 0, norm, -np.inf).max(1)
+  np.testing.assert_allclose((lo + hi) / 2, 0.0, atol=1e-5)
+  np.testing.assert_allclose((hi - lo).max(-1), 1 / 1.3, rtol=1e-4)
+  assert framed.shape == image.shape == (K, 2) and not np.allclose(framed, image)
+
+
 def test_stage1_example_augmented_keeps_unannotated_masked():
   rec = make_record(6, unannotated=(2, 7))
   f = features_of(rec)

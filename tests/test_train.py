@@ -216,7 +216,9 @@ def test_assign_by_name_copies_matching_layers_only(tmp_path):
 @pytest.mark.slow  # two CLI trainings, about 40 s; the unit test above runs by default
 def test_train_with_init_weights_starts_from_them(tiny_data, tmp_path):
   """--init_weights: stage 1 of a new run starts from another run's stage-1 model (the log
-  names the copied layers), and a missing file is refused before any training."""
+  names the copied layers), and a missing file is refused before any training. The second
+  run trains on the joints' framing (--stage1_box=joints): config.json records it and the
+  mean pose is taken in that frame."""
   first = str(tmp_path / "first")
   run = subprocess.run(_train_cmd(first, tiny_data, "--num_stages=1", "--steps_per_stage=2",
                                   "--noevaluate"),
@@ -225,11 +227,21 @@ def test_train_with_init_weights_starts_from_them(tiny_data, tmp_path):
   pretrained = os.path.join(first, "stage1", "model.keras")
   second = str(tmp_path / "second")
   run = subprocess.run(_train_cmd(second, tiny_data, "--num_stages=1", "--steps_per_stage=2",
-                                  "--noevaluate", f"--init_weights={pretrained}"),
+                                  "--noevaluate", f"--init_weights={pretrained}",
+                                  "--stage1_box=joints"),
                        capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
   assert re.search(r"stage 1 starts from \S+model.keras: copied \[.*'conv1'.*'fc8'\]",
                    run.stderr), run.stderr[-3000:]
+  from deeppose_tf import pipeline, workdir as workdir_lib
+  with open(os.path.join(second, "config.json")) as fh:
+    assert json.load(fh)["stage1_box"] == "joints"
+  with open(os.path.join(first, "config.json")) as fh:
+    assert "stage1_box" not in json.load(fh)  # the default, as older workdirs have it
+  np.testing.assert_allclose(workdir_lib.read_mean_pose(second, 14),
+                             pipeline.mean_pose(tiny_data, "train", LSP14, "joints"), atol=1e-5)
+  assert not np.allclose(workdir_lib.read_mean_pose(first, 14),
+                         workdir_lib.read_mean_pose(second, 14))
   run = subprocess.run(_train_cmd(str(tmp_path / "third"), tiny_data, "--num_stages=1",
                                   "--init_weights=/nonexistent.keras"),
                        capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)

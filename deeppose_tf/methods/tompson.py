@@ -223,7 +223,8 @@ def spatial_prior(settings: Settings, layer, stage: int = 1) -> np.ndarray:
   the training split's annotations, in the frame of the person boxes (stage 1's crops; a
   tompson refinement stage, whose crops are joint boxes, starts from the same histograms
   and learns its own)."""
-  a = pipeline.annotations(settings.train_dirs, settings.train_split, settings.skeleton)
+  a = pipeline.annotations(settings.train_dirs, settings.train_split, settings.skeleton,
+                           settings.stage1_box)
   poses = geometry.normalize(a["joints"], a["box"]).numpy()
   model = settings.model_for(stage)
   size = model.input_size // model.heatmap_stride
