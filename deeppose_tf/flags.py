@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from absl import flags
+from absl import flags, logging
 
 from deeppose_tf.config import Settings
 from deeppose_tf.data import datasets
@@ -369,6 +369,13 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
                      f"{f.steps_per_stage}") from None
   if not steps or any(s <= 0 for s in steps):
     raise ValueError(f"--steps_per_stage must be positive integers, got {f.steps_per_stage}")
+  if f.stage1_box == "joints" and f.reframe < 1:
+    # Not an error (boxes a user frames the same way are read as trained), but the default
+    # inference would read stage 1 only on whole photos, where it was not trained.
+    logging.warning("--stage1_box=joints with --reframe=0: stage 1 trains on the square "
+                    "around each person's joints, but the cascade will read it only on the "
+                    "boxes it is given (whole photos). Add --reframe=1 so that it also reads "
+                    "the framing of its first pose, as it was trained.")
   try:
     scale = tuple(float(s) for s in f.scale)
   except ValueError:

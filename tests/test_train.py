@@ -233,6 +233,8 @@ def test_train_with_init_weights_starts_from_them(tiny_data, tmp_path):
   assert run.returncode == 0, run.stderr[-3000:]
   assert re.search(r"stage 1 starts from \S+model.keras: copied \[.*'conv1'.*'fc8'\]",
                    run.stderr), run.stderr[-3000:]
+  # Without --reframe the joints-framed stage 1 would never be read where it trained: said.
+  assert "--stage1_box=joints with --reframe=0" in run.stderr
   from deeppose_tf import pipeline, workdir as workdir_lib
   with open(os.path.join(second, "config.json")) as fh:
     assert json.load(fh)["stage1_box"] == "joints"
