@@ -181,7 +181,7 @@ class Settings:
             "train_split": self.train_split, "model": dataclasses.asdict(self.model),
             "flip_test": self.flip_test, "reframe": self.reframe,
             "reframe_grow": self.reframe_grow, "refine_step": self.refine_step,
-            **({"stage1_box": self.stage1_box} if self.stage1_box != "image" else {}),
+            "stage1_box": self.stage1_box,
             **({"extra_train_dirs": list(self.extra_train_dirs)}
                if self.extra_train_dirs else {}),
             **({"stage1_model": dataclasses.asdict(self.stage1_model)}

@@ -239,7 +239,12 @@ def test_train_with_init_weights_starts_from_them(tiny_data, tmp_path):
   with open(os.path.join(second, "config.json")) as fh:
     assert json.load(fh)["stage1_box"] == "joints"
   with open(os.path.join(first, "config.json")) as fh:
-    assert "stage1_box" not in json.load(fh)  # the default, as older workdirs have it
+    assert json.load(fh)["stage1_box"] == "image"
+  # Resuming the first run on the joints' framing would mix framings: refused, named.
+  run = subprocess.run(_train_cmd(first, tiny_data, "--num_stages=1", "--steps_per_stage=2",
+                                  "--noevaluate", "--stage1_box=joints"),
+                       capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+  assert run.returncode != 0 and "stage1_box: 'image' in the workdir, 'joints' now" in run.stderr
   np.testing.assert_allclose(workdir_lib.read_mean_pose(second, 14),
                              pipeline.mean_pose(tiny_data, "train", LSP14, "joints"), atol=1e-5)
   assert not np.allclose(workdir_lib.read_mean_pose(first, 14),
