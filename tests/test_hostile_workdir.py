@@ -140,7 +140,6 @@ _SHARD_DAMAGE = st.one_of(
 )
 
 
-@pytest.mark.slow  # 23 s of hypothesis examples; the default run stays under 10 minutes
 @_settings("shard")
 @given(damage=_SHARD_DAMAGE)
 def test_a_damaged_shard_is_named_or_the_split_is_intact(pristine_split, damage):
