@@ -251,7 +251,8 @@ def define_train_flags() -> None:
                 "(before the jitter of --translate, --scale, --rotate). image: a record's "
                 "stored box (COCO's person framing), else the whole photo resized to the "
                 "square input whatever its aspect (the paper's). joints: a stored box, else "
-                "the square --reframe_grow (1.3) times the annotated joints' extent, centred "
+                "the square 1.3 times the annotated joints' extent (LSP's framing, whatever "
+                "--reframe_grow says), centred "
                 "on them: the undistorted framing that --reframe and predict --boxes=auto "
                 "read, so use it with --reframe >= 1. Its learning curve reads with one "
                 "reframing pass. BUILD.md compares the two.")
@@ -433,6 +434,7 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
       refine_init=f.refine_init, phase_steps=phase_steps,
       extra_train_dirs=tuple(f.extra_train_dirs), flip_test=f.flip_test,
       reframe=f.reframe, reframe_grow=f.reframe_grow, refine_step=f.refine_step,
-      stage1_box=f.stage1_box, steps=steps, batch_size=f.batch_size, sigma=f.sigma, draws=f.draws, seed=f.seed,
+      stage1_box=f.stage1_box, steps=steps, batch_size=f.batch_size, sigma=f.sigma,
+      draws=f.draws, seed=f.seed,
       stats_images=f.stats_images,
       num_stages=f.num_stages, skeleton=skeleton, init_weights=f.init_weights)
