@@ -5,9 +5,10 @@ ships to phones is evaluated with the same code and metrics as what was trained.
   poses = casc.predict(images, boxes)   # (B, S, K, 2) image pixels, like Cascade.predict
 
 The .tflite model (export.convert_tflite) takes one fixed [1, H, W, 3] float32 canvas and a
-[1, 4] box. Each image is placed on that canvas with fit_to_canvas (top-left, shrunk with
-its aspect kept when it does not fit); its box goes in and the joints come out scaled by
-the same factor. Runs in the LiteRT interpreter (ai_edge_litert).
+[1, 4] box. Each image, or for an image larger than the canvas the box's neighbourhood
+(person_region), is placed on that canvas with fit_to_canvas (top-left, shrunk with its
+aspect kept when it does not fit); its box goes in and the joints come out scaled and
+shifted back. Runs in the LiteRT interpreter (ai_edge_litert).
 
 Beside MODEL.tflite, MODEL.json (the sidecar, read_sidecar) says what the file was made for:
 `export --format=tflite` writes skeleton, stages, input_size, sigma, canvas and quantize; a
@@ -46,6 +47,34 @@ def fit_to_canvas(image: np.ndarray, height: int, width: int) -> Tuple[np.ndarra
   canvas = np.zeros((height, width, 3), np.float32)
   canvas[:image.shape[0], :image.shape[1]] = image
   return canvas, scale
+
+
+# A box's neighbourhood that the cascade may read: its stage-1 crop is the box, the reframing
+# pass reads the square 1.3x its pose (inside the box unless the pose leaves it) and the
+# refinement stages read sigma x torso diameter around each joint. Twice the box's side,
+# about its centre, holds them all.
+REGION_GROW = 2.0
+
+
+def person_region(box: np.ndarray, height: int, width: int, canvas_height: int,
+                  canvas_width: int) -> Tuple[int, int, int, int]:
+  """The part of an image (height x width) placed on the canvas for box (cx, cy, w, h),
+  as integer pixel bounds (x0, y0, x1, y1): the whole image when it fits the canvas (as
+  exported), else the box grown REGION_GROW times about its centre, within the image.
+
+  Why: a photo larger than the canvas is shrunk to fit it, and a person small in a large
+  photo (a phone's 4000 x 3000 frame on the 512 x 512 canvas: 1/8 of the resolution) would
+  reach the network blurred. Cut to the person's neighbourhood first, the person is read at
+  the photo's own resolution (up to the canvas)."""
+  if height <= canvas_height and width <= canvas_width:
+    return 0, 0, width, height
+  cx, cy, w, h = (float(v) for v in np.asarray(box, np.float64).reshape(4))
+  half_w, half_h = REGION_GROW * w / 2, REGION_GROW * h / 2
+  x0 = int(np.clip(np.floor(cx - half_w), 0, width - 1))
+  y0 = int(np.clip(np.floor(cy - half_h), 0, height - 1))
+  x1 = int(np.clip(np.ceil(cx + half_w), x0 + 1, width))
+  y1 = int(np.clip(np.ceil(cy + half_h), y0 + 1, height))
+  return x0, y0, x1, y1
 
 
 # The name of the .tflite metadata entry that holds the export's facts (JSON).
@@ -138,10 +167,12 @@ class TFLiteCascade:
     that is not finite, beyond +-MAX_BOX_COORD, or entirely outside its image.
     """
     image, box = check_inputs(image, box, index)
-    canvas, scale = fit_to_canvas(image, self.height, self.width)
-    box = box.reshape(1, 4) * scale
+    x0, y0, x1, y1 = person_region(box, image.shape[0], image.shape[1], self.height,
+                                   self.width)
+    canvas, scale = fit_to_canvas(image[y0:y1, x0:x1], self.height, self.width)
+    box = (box - np.array([x0, y0, 0, 0], np.float32)).reshape(1, 4) * scale
     out = self._runner(image=canvas[None], box=box.astype(np.float32))
-    return out["joints_per_stage"][0] / scale
+    return out["joints_per_stage"][0] / scale + np.array([x0, y0], np.float32)
 
   def predict(self, images, boxes, sizes=None) -> np.ndarray:
     """images (B, H, W, 3), boxes (B, 4) -> (B, S, K, 2), one interpreter call per image.

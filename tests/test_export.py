@@ -482,6 +482,30 @@ def test_tflite_fp32_builtin_ops_matches_saved_model(tflite_fp32, loaded, casc):
   assert sorted(shapes.values()) == [[1, 4], [1, 2 * SIZE, 2 * SIZE, 3]]
 
 
+def test_tflite_reads_a_person_in_a_photo_larger_than_its_canvas_at_full_resolution(
+    tflite_fp32, casc):
+  """A photo larger than the canvas is not shrunk whole onto it: the box's neighbourhood
+  (person_region) is, so the person reaches the network at the photo's resolution, as the
+  Keras cascade reads it."""
+  from deeppose_tf.tflite_cascade import TFLiteCascade, person_region
+  lite = TFLiteCascade(tflite_fp32, LSP14)
+  canvas = lite.height
+  rng = np.random.RandomState(11)
+  big = rng.randint(0, 256, (6 * canvas, 5 * canvas, 3)).astype(np.uint8)
+  box = np.array([3.1 * canvas, 2.2 * canvas, 0.4 * canvas, 0.45 * canvas], np.float32)
+  x0, y0, x1, y1 = person_region(box, *big.shape[:2], canvas, canvas)
+  assert (x1 - x0, y1 - y0) <= (canvas, canvas) and x0 <= box[0] - box[2] < box[0] + box[2] <= x1
+  ref = casc.predict(big[None], box[None]).numpy()[0]
+  np.testing.assert_allclose(lite.predict_one(big, box), ref, atol=0.5)
+  # A box near the corner: its neighbourhood is cut at the photo's edge.
+  corner = np.array([0.2 * canvas, 0.25 * canvas, 0.4 * canvas, 0.4 * canvas], np.float32)
+  assert person_region(corner, *big.shape[:2], canvas, canvas)[:2] == (0, 0)
+  np.testing.assert_allclose(lite.predict_one(big, corner),
+                             casc.predict(big[None], corner[None]).numpy()[0], atol=0.5)
+  # A photo that fits the canvas is placed whole, as exported.
+  assert person_region(box, canvas, canvas - 3, canvas, canvas) == (0, 0, canvas - 3, canvas)
+
+
 def test_evaluate_tflite_matches_the_keras_cascade(workdir, tflite_fp32, casc, tiny_data,
                                                   tmp_path):
   """What ships is measured like what was trained: TFLiteCascade (through predict_split's
