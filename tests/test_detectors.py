@@ -170,8 +170,15 @@ def test_growth_and_threshold_are_applied(movenet, photos):
   image = photos[0][0]
   boxes, scores = movenet.detect(image)
   raw, raw_scores = movenet.select(movenet.candidates(image), movenet.score_threshold)
-  np.testing.assert_allclose(boxes, D.grow_boxes(raw, D.MOVENET_GROWTH), rtol=1e-6)
+  grown = D.grow_boxes(raw, D.MOVENET_GROWTH)
+  # By default each grown box becomes the square of its longer side, about its centre.
+  np.testing.assert_allclose(boxes, D.square_boxes(grown), rtol=1e-6)
+  np.testing.assert_allclose(boxes[:, :2], grown[:, :2], rtol=1e-6)
+  np.testing.assert_allclose(boxes[:, 2], np.maximum(grown[:, 2], grown[:, 3]), rtol=1e-6)
+  np.testing.assert_array_equal(boxes[:, 2], boxes[:, 3])
   np.testing.assert_array_equal(scores, raw_scores)
+  kept = D.make_detector("movenet", MOVENET, square=False)
+  np.testing.assert_allclose(kept.detect(image)[0], grown, rtol=1e-6)
   strict = D.make_detector("movenet", MOVENET, score_threshold=0.99, growth=1.0)
   assert len(strict.detect(image)[0]) == 0
 
@@ -232,7 +239,8 @@ def ssd_files(tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["named", "unnamed"])
 def test_ssd_decodes_person_boxes_to_pixels(ssd_files, kind):
-  det = D.make_detector("ssd", ssd_files[kind], growth=1.0)
+  # Decoding, before the squaring (square=False; the default squares, tested above).
+  det = D.make_detector("ssd", ssd_files[kind], growth=1.0, square=False)
   h, w = 100, 200  # another aspect than the model's input: boxes are normalised per axis
   white = np.full((h, w, 3), 255, np.uint8)
   boxes, scores = det.detect(white)
@@ -245,13 +253,17 @@ def test_ssd_decodes_person_boxes_to_pixels(ssd_files, kind):
   np.testing.assert_allclose(scores, [0.8, 0.7], atol=1e-6)
   np.testing.assert_allclose(boxes[0], [72, 50, 56, 76], atol=1e-3)
   # Another class, another threshold, the default growth.
-  cars = D.make_detector("ssd", ssd_files[kind], person_class=2, growth=1.0)
+  cars = D.make_detector("ssd", ssd_files[kind], person_class=2, growth=1.0, square=False)
   np.testing.assert_allclose(cars.detect(white)[0], [[100, 50, 200, 100]], atol=1e-3)
-  low = D.make_detector("ssd", ssd_files[kind], score_threshold=0.2, growth=1.0)
+  low = D.make_detector("ssd", ssd_files[kind], score_threshold=0.2, growth=1.0,
+                        square=False)
   assert len(low.detect(white)[0]) == 3  # row 2 (0.3) joins
-  grown = D.make_detector("ssd", ssd_files[kind])
+  grown = D.make_detector("ssd", ssd_files[kind], square=False)
   np.testing.assert_allclose(grown.detect(white)[0][0],
                              [70, 50, 60 * D.SSD_GROWTH, 80 * D.SSD_GROWTH], atol=1e-3)
+  square = D.make_detector("ssd", ssd_files[kind])
+  np.testing.assert_allclose(square.detect(white)[0][0],
+                             [70, 50, 80 * D.SSD_GROWTH, 80 * D.SSD_GROWTH], atol=1e-3)
 
 
 # ------------------------------------------------------------------------- bad names and files

@@ -130,6 +130,16 @@ def grow_boxes(boxes: np.ndarray, growth: float) -> np.ndarray:
   return boxes
 
 
+def square_boxes(boxes: np.ndarray) -> np.ndarray:
+  """(P, 4) (cx, cy, w, h) -> squares of side max(w, h) about the same centres, float32.
+  Stage 1 reads any box as a square crop: a tall person's box (w < h) would reach it
+  squeezed sideways, where stage 1 was trained on undistorted squares (--stage1_box=joints,
+  and the reframing pass)."""
+  boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+  boxes[:, 2:] = boxes[:, 2:].max(axis=1, keepdims=True)
+  return boxes
+
+
 # A box may reach past the image (a person at its edge, a grown detector box) but not be far
 # larger than it: joints regressed in a box 1e6 px wide land near 500,000 px.
 MAX_BOX_SIDE = 4.0  # times the image's longer side
