@@ -26,6 +26,8 @@ flags.DEFINE_list("data_dirs", None, "Prepared datasets whose --split to score o
 flags.DEFINE_string("split", "val", "The split of each data_dir.")
 flags.DEFINE_integer("num_stages", 1, "Score the first N stages of each cascade.",
                      lower_bound=1)
+flags.DEFINE_list("boxes", ["split", "square"], "Which boxes to score: split (the record's, "
+                  "the whole photo) and / or square (its longer side).")
 flags.DEFINE_string("output", "", "JSON file for the results (empty: print only).")
 FLAGS = flags.FLAGS
 
@@ -42,6 +44,8 @@ def main(_):
     casc = cascade.Cascade.load(wd, num_stages=FLAGS.num_stages)
     for data_dir in FLAGS.data_dirs:
       for mode, box_fn in (("split", None), ("square", square_box)):
+        if mode not in FLAGS.boxes:
+          continue
         t = time.time()
         p = predict_split(casc, data_dir, FLAGS.split, batch_size=16, box_fn=box_fn,
                           desc=f"{wd} {os.path.basename(data_dir)} {mode}")
