@@ -40,8 +40,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
-import tempfile
 
 from absl import app, flags, logging
 import numpy as np
@@ -306,8 +304,8 @@ def main(argv):
   for s, net in enumerate(casc.stages):
     os.makedirs(workdir_lib.stage_dir(out, s + 1), exist_ok=True)
     workdir_lib.save_model(net, workdir_lib.model_path(out, s + 1))
-  if os.path.exists(workdir_lib.stats_path(skel, 1)):
-    pass  # a skeleton's statistics describe its one-step stage 1, not the recovered one
+  # The skeleton's displacement statistics describe its one-step stage 1, not the recovered
+  # one: they are not copied (train measures them again, --stage=1 on the new workdir).
   logging.info("wrote %s", out)
 
 

@@ -59,9 +59,15 @@ def test_recovered_cascade_computes_what_the_tflite_file_computes(tiny_data, tmp
     h, w = image.shape[:2]
     box = np.array([[w / 2 + rng.uniform(-5, 5), h / 2, w * 0.9, h * 0.9]], np.float32)
     mine = got.predict(image[None], box).numpy()[0]
-    np.testing.assert_allclose(mine, lite.predict_one(image, box[0]), atol=2.0)
-    worst.append(np.abs(mine - want.predict(image[None], box).numpy()[0]).max())
-  assert np.median(worst) < 2.0, worst
+    # Joints are decoded at heatmap peaks: float16 weights can move a near-tie peak to the
+    # next cell (box side / 8 at 64 px and stride 8), so most joints must agree closely and
+    # none may be more than a cell and a half away.
+    cell = 0.9 * max(h, w) / 8
+    for other in (lite.predict_one(image, box[0]), want.predict(image[None], box).numpy()[0]):
+      diff = np.abs(mine - other)
+      assert diff.max() <= 1.5 * cell, (diff.max(), cell)
+      worst.append(float(np.mean(diff <= 1.0)))
+  assert np.mean(worst) >= 0.9, worst  # the share of coordinates within 1 px
 
   # The recovered stage 1 is a starting point for training (its BatchNorm statistics were
   # measured on training batches, so a training step does not blow up its outputs).
