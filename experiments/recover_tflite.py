@@ -37,7 +37,6 @@ the recovered stageN/model.keras). Train from it with `--init_weights=OUT/stage1
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
@@ -165,15 +164,15 @@ def main(argv):
   import keras
   import tensorflow as tf
   from deeppose_tf import cascade as cascade_lib
-  from deeppose_tf import pipeline
+  from deeppose_tf import pipeline, tflite_cascade
   from deeppose_tf import workdir as workdir_lib
   from deeppose_tf.data import datasets
   from deeppose_tf.export import tflite as tflite_lib
 
   skel = FLAGS.skeleton_workdir
   casc = cascade_lib.Cascade.load(skel)
-  with open(FLAGS.tflite.rsplit(".", 1)[0] + ".json") as f:
-    meta = json.load(f)
+  # The export's facts: embedded in the file, and in its sidecar.
+  meta = tflite_cascade.read_model_meta(FLAGS.tflite)
   height, width = meta["canvas"]
   for key in ("flip_test", "reframe", "reframe_grow", "refine_step", "input_size", "sigma"):
     mine = getattr(casc, key)
@@ -204,6 +203,7 @@ def main(argv):
   for key, layer in variables.items():
     w = layer.get_weights()[key[2]]
     values.append((key, np.asarray(w, np.float32).astype(np.float16).astype(np.float32)))
+  shapes = {key: v.shape for key, v in values}
   logging.info("exporting the randomized skeleton (%dx%d, %s)", height, width, meta["quantize"])
   fresh_bytes = tflite_lib.convert_tflite(casc, height, width, meta["quantize"])
   fresh = _constants(fresh_bytes)
@@ -219,8 +219,7 @@ def main(argv):
       continue
     if layout is None:
       raise SystemExit(f"constant {name} matches {key} by value but in no known layout")
-    shape = dict(values)[key].shape
-    w = _LAYOUTS[layout][1](value, shape)
+    w = _LAYOUTS[layout][1](value, shapes[key])
     if key in recovered and np.max(np.abs(recovered[key] - w)) > 1e-6:
       raise SystemExit(f"two constants of the file map to {key} with other values")
     recovered[key] = w
@@ -239,7 +238,6 @@ def main(argv):
     layer.set_weights(ws)
 
   # 5a. The recovered cascade against the file, on real val photos.
-  from deeppose_tf import tflite_cascade
   data_dir = dp_flags.resolve_data_dir(FLAGS)
   skeleton = datasets.skeleton_of(FLAGS.dataset, data_dir)
   runner = tflite_cascade.TFLiteCascade(FLAGS.tflite, skeleton)
@@ -272,16 +270,14 @@ def main(argv):
                                 settings.augment, refine, cache_max_side=0,
                                 box_source=settings.stage1_box)
     layers = [layer for (t, layer) in bns if t == s]
+    bn_inputs = _bn_inputs(net, layers)
     sums = [None] * len(layers)
-    count = 0
     batches = [b[0] for b in ds.take(FLAGS.calib_batches)]
     for images in batches:
-      acts = _bn_inputs(net, layers, images)
-      for j, a in enumerate(acts):
+      for j, a in enumerate(bn_inputs(images)):
         a = a.reshape(-1, a.shape[-1]).astype(np.float64)
         part = np.stack([a.sum(0), (a * a).sum(0), np.full(a.shape[1], a.shape[0])])
         sums[j] = part if sums[j] is None else sums[j] + part
-      count += 1
     before = net(batches[0], training=False)
     for layer, (s1, s2, n) in zip(layers, sums):
       mean = s1 / n
@@ -294,7 +290,7 @@ def main(argv):
     trained = net(batches[0], training=True)
     logging.info("stage %d: %d BatchNorm layers calibrated on %d batches; inference output "
                  "moved %.2e (should be ~0), training-mode output differs by %.3f (mean abs, "
-                 "box units)", stage, len(layers), count,
+                 "box units)", stage, len(layers), len(batches),
                  float(np.max(np.abs(before - after))), float(np.mean(np.abs(trained - after))))
 
   out = FLAGS.out_workdir
@@ -309,31 +305,35 @@ def main(argv):
   logging.info("wrote %s", out)
 
 
-def _bn_inputs(net, layers, images):
-  """The inputs of `layers` (BatchNorm layers anywhere in `net`, nested backbone included)
-  on `images`, as numpy arrays, in inference mode."""
+def _bn_inputs(net, layers):
+  """A function: images -> the inputs of `layers` (BatchNorm layers anywhere in `net`,
+  nested backbone included) as numpy arrays, in inference mode. Its probe models are built
+  once, here."""
   import keras
   import tensorflow as tf
-  outs = {}
-  # Outer-level and nested layers need probes in their own graphs.
-  nested = [l for l in net.layers if isinstance(l, keras.Model)]
-  x = net.get_layer("scale")(tf.convert_to_tensor(images, tf.float32))
-  for sub in nested:
-    mine = [l for l in layers if any(l is m for m in sub.layers)]
+  # A layer inside a nested model (the backbone) is probed in that model's graph, whose
+  # input is the outer "scale" layer's output; the rest in the outer graph.
+  groups = []  # (probe model, the layers it returns, reads the scaled images)
+  left = list(layers)
+  for sub in (l for l in net.layers if isinstance(l, keras.Model)):
+    mine = [l for l in left if any(l is m for m in sub.layers)]
     if mine:
-      probe = keras.Model(sub.inputs, [l.input for l in mine])
-      res = probe(x, training=False)
+      groups.append((keras.Model(sub.inputs, [l.input for l in mine]), mine, True))
+      left = [l for l in left if not any(l is m for m in mine)]
+  if left:
+    groups.append((keras.Model(net.inputs, [l.input for l in left]), left, False))
+  scale = net.get_layer("scale")
+
+  def run(images):
+    images = tf.convert_to_tensor(images, tf.float32)
+    scaled = scale(images)
+    outs = {}
+    for probe, mine, reads_scaled in groups:
+      res = probe(scaled if reads_scaled else images, training=False)
       res = res if isinstance(res, (list, tuple)) else [res]
-      for l, r in zip(mine, res):
-        outs[id(l)] = np.asarray(r)
-  rest = [l for l in layers if id(l) not in outs]
-  if rest:
-    probe = keras.Model(net.inputs, [l.input for l in rest])
-    res = probe(tf.convert_to_tensor(images, tf.float32), training=False)
-    res = res if isinstance(res, (list, tuple)) else [res]
-    for l, r in zip(rest, res):
-      outs[id(l)] = np.asarray(r)
-  return [outs[id(l)] for l in layers]
+      outs.update((id(l), np.asarray(r)) for l, r in zip(mine, res))
+    return [outs[id(l)] for l in layers]
+  return run
 
 
 if __name__ == "__main__":
