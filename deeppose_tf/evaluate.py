@@ -45,6 +45,11 @@ def mean_pose_baseline(workdir: str, boxes: np.ndarray) -> np.ndarray:
 
 
 BOXES = ("split", "detect", "auto", "detect_auto")
+# Which detected person is scored against a record's one annotated person: `top` the detector's
+# highest-scoring box; `match` the box that overlaps the annotated joints' box most
+# (detect.match_person), as predict poses every detected person and COCO's evaluation matches
+# them to the annotations.
+DETECTOR_PICKS = ("top", "match")
 
 
 def detector_recall(boxes, joints, visible, found) -> dict:
@@ -69,19 +74,28 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
         precision: str = "float32", num_stages: Optional[int] = None,
         boxes: str = "split", flip_test: Optional[bool] = None,
         reframe: Optional[int] = None, reframe_grow: Optional[float] = None,
-        detector=None, refine_step: Optional[float] = None) -> dict:
+        detector=None, refine_step: Optional[float] = None,
+        detector_pick: str = "top") -> dict:
   """Evaluates the cascade in `workdir` (stages 1..num_stages, default all of config.json's;
   or the .tflite file `tflite` made from it); returns the report dict.
 
   boxes: "split" uses each record's initial box (the paper's protocol); "detect" the best
   box of `detector` (predict/detectors.py; default OpenCV's HOG; the whole image when it finds
   nobody), and the report adds the detector's recall: the fraction of images whose
-  detected box contains every annotated joint; "auto" pose-guided framing (predict/framing.py:
+  detected box contains every annotated joint; detector_pick (DETECTOR_PICKS): which
+  detected box is the annotated person's, `top` (the detector's best) or `match` (the one
+  overlapping the annotated joints most; the same box for one-person detections); "auto" pose-guided framing (predict/framing.py:
   the split's box, then the framing of each predicted pose while it moves). flip_test, reframe,
   reframe_grow, refine_step: None as config.json says, else this evaluation's value (the Keras cascade only).
   """
   if boxes not in BOXES:
     raise ValueError(f"boxes must be one of {list(BOXES)}, got {boxes!r}")
+  if detector_pick not in DETECTOR_PICKS:
+    raise ValueError(f"detector_pick must be one of {list(DETECTOR_PICKS)}, got "
+                     f"{detector_pick!r}")
+  if detector_pick != "top" and boxes not in ("detect", "detect_auto"):
+    raise ValueError(f"--detector_pick={detector_pick} picks among a detector's boxes; it "
+                     f"needs --boxes=detect or detect_auto, not {boxes}")
   config = workdir_lib.read_config(workdir)
   data_dir = data_dir or config["data_dir"]
   if tflite and (num_stages, flip_test, reframe, reframe_grow, refine_step) != (None,) * 5:
@@ -106,26 +120,33 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   records.verify_split(data_dir, split)  # a cut split must not score fewer images silently
   os.makedirs(report_dir, exist_ok=True)
   skeleton = casc.skeleton
-  box_fn, found = None, []
+  box_fn, found, picked = None, [], []
+  reads_labels = detector_pick == "match"
   auto = {}
   wholes = []  # detect_auto: each image's whole box, the floor of its framing
   if boxes in ("detect", "detect_auto"):
     from deeppose_tf.predict import detect, detectors
     detector = detector or detectors.make_detector("hog")
 
-    def detected_box(image):
+    def detected_box(image, joints=None, visible=None):
       people = detector.detect(image)[0]
       found.append(len(people) > 0)
       wholes.append(detect.full_box(*image.shape[:2])[0])
-      return people[0] if len(people) else wholes[-1]
+      if not len(people):
+        return wholes[-1]
+      pick = 0 if joints is None else detect.match_person(people, joints, visible)
+      picked.append(pick)
+      return people[pick]
     box_fn = detected_box
   if boxes in ("auto", "detect_auto"):
     out = _auto_framed(casc, data_dir, split, limit, batch_size, num_examples, auto,
-                       box_fn=box_fn, wholes=wholes if box_fn else None)
+                       box_fn=box_fn, wholes=wholes if box_fn else None,
+                       box_fn_reads_labels=reads_labels and box_fn is not None)
   else:
     out = predict.predict_split(casc, data_dir, split, limit=limit or None,
                                 batch_size=batch_size, keep_images=num_examples,
-                                desc=f"evaluate {split}", box_fn=box_fn)
+                                desc=f"evaluate {split}", box_fn=box_fn,
+                                box_fn_reads_labels=reads_labels and box_fn is not None)
   true, vis = out["joints"], out["visible"]
   summaries = []
   coco_note = None
@@ -164,6 +185,9 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   if boxes in ("detect", "detect_auto"):
     result["detector"] = detector_recall(out["boxes"], true, vis, np.asarray(found))
     result["detector"]["name"] = detector.name
+    result["detector"]["pick"] = detector_pick
+    # How often the annotated person was not the detector's best box (match only).
+    result["detector"]["not_top"] = float(np.sum(np.asarray(picked) > 0) / max(len(found), 1))
   if boxes in ("auto", "detect_auto"):
     result["auto_framing"] = auto
   atomic.write_text(os.path.join(report_dir, "report.json"),
@@ -183,8 +207,11 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   print(f"\nEvaluation on {split} ({len(true)} images), {what} (reports in {report_dir}):")
   if boxes in ("detect", "detect_auto"):
     d = result["detector"]
-    print(f"person boxes: {d['name']} detector's best; a person found in {d['found']:.1%} of the "
-          f"images, a box containing every annotated joint (recall) in {d['recall']:.1%}")
+    which = ("best" if detector_pick == "top" else
+             f"box matched to the annotated person (not its best box in {d['not_top']:.1%} "
+             "of the images)")
+    print(f"person boxes: {d['name']} detector's {which}; a person found in {d['found']:.1%} of "
+          f"the images, a box containing every annotated joint (recall) in {d['recall']:.1%}")
   if boxes in ("auto", "detect_auto"):
     start = "detector's" if boxes == "detect_auto" else "split's"
     print(f"person boxes: pose-guided framing from the {start} boxes, {auto['passes']} "
@@ -203,14 +230,16 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
 
 
 def _auto_framed(casc, data_dir, split, limit, batch_size, num_examples, info,
-                 passes: int = framing.AUTO_PASSES, box_fn=None, wholes=None) -> dict:
+                 passes: int = framing.AUTO_PASSES, box_fn=None, wholes=None,
+                 box_fn_reads_labels: bool = False) -> dict:
   """predict_split from the split's boxes, then up to `passes` more runs in which each
   image's box is the framing of its previous pose (predict/framing.py, the same rule as
   `predict --boxes=auto`); a box that settled keeps its pose. Fills info with the number of
   passes and the boxes moved in each."""
   out = predict.predict_split(casc, data_dir, split, limit=limit or None,
                               batch_size=batch_size, keep_images=num_examples,
-                              desc=f"evaluate {split} (framing pass 1)", box_fn=box_fn)
+                              desc=f"evaluate {split} (framing pass 1)", box_fn=box_fn,
+                              box_fn_reads_labels=box_fn_reads_labels)
   info.update({"passes": 0, "moved": [], "settle_iou": framing.SETTLE_IOU,
                "min_fraction": framing.MIN_FRACTION})
   outer = np.asarray(wholes, np.float32) if wholes else out["boxes"]
@@ -322,6 +351,12 @@ def define_flags() -> None:
                     "framing: the split's box, then the framing of the predicted pose while "
                     "it moves (predict --boxes=auto); detect_auto = the detector's "
                     "best box, then that framing.")
+  flags.DEFINE_enum("detector_pick", "top", list(DETECTOR_PICKS), "With --boxes=detect or "
+                    "detect_auto, which detected person is scored against each record's "
+                    "annotated one: top = the detector's highest-scoring box; match = the box "
+                    "that overlaps the annotated joints' bounding box most (IoU), as predict "
+                    "poses every detected person and COCO's evaluation matches them to the "
+                    "annotations. The match reads where the person is, never the poses.")
   flags.DEFINE_string("report_dir", None, "Where the reports go (default: the workdir; with "
                       "--tflite, MODEL-report/ beside the .tflite file, or "
                       "WORKDIR/tflite-MODEL-report/ when that folder is not writable or is "
@@ -342,7 +377,8 @@ def main(argv):
   from deeppose_tf import flags as dp_flags
   run(FLAGS.workdir, FLAGS.eval_split, FLAGS.data_dir, FLAGS.eval_limit, FLAGS.eval_batch_size,
       tflite=FLAGS.tflite, report_dir=FLAGS.report_dir, precision=FLAGS.precision,
-      boxes=FLAGS.boxes, **dp_flags.inference_overrides(FLAGS),
+      boxes=FLAGS.boxes, detector_pick=FLAGS.detector_pick,
+      **dp_flags.inference_overrides(FLAGS),
       detector=None if FLAGS.boxes not in ("detect", "detect_auto") else
       _detector_from_flags())
 

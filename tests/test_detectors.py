@@ -321,6 +321,52 @@ def test_nms_groups_overlapping_boxes_best_first():
   assert D.nms(np.zeros((0, 4)), np.zeros(0), 0.5) == []
 
 
+def test_match_person_picks_the_box_over_the_annotated_joints():
+  from deeppose_tf.predict.detect import match_person
+  boxes = np.array([[20, 20, 30, 30], [100, 50, 40, 80], [100, 50, 200, 200]], np.float32)
+  joints = np.array([[90, 20], [110, 80], [np.nan, np.nan], [0, 0]], np.float32)
+  visible = np.array([1, 1, 0, 0], np.float32)  # the NaN and the far one are unannotated
+  assert match_person(boxes, joints, visible) == 1  # the tight box, not the big one around it
+  assert match_person(boxes[:1], joints, visible) == 0  # one box: nothing to choose
+  assert match_person(boxes, joints, np.array([1, 0, 0, 0])) == 0  # one joint: no extent
+  assert match_person(boxes[[2, 0]], joints, visible) == 0  # the only one overlapping
+
+
+def test_evaluate_scores_the_matched_person_of_a_two_person_photo(movenet, photos, tmp_path):
+  """evaluate --boxes=detect on a record of two people side by side whose annotation is the
+  person MoveNet does not rank first: --detector_pick=top scores the other person's box (it
+  holds not every annotated joint), match the annotated person's (it holds them all)."""
+  import io
+  from deeppose_tf import evaluate
+  from deeppose_tf.data import records
+  from helpers import tiny_predict_workdir
+  canvas, poses, _ = two_people(movenet, photos)
+  boxes, _ = movenet.detect(canvas)
+  assert len(boxes) >= 2
+  second = [p for p in poses if _held(boxes[0], *p) < 1.0]
+  assert second, "both people inside the best box: the test needs them apart"
+  joints, visible = second[0]
+  buf = io.BytesIO()
+  Image.fromarray(canvas).save(buf, "PNG")
+  data = str(tmp_path / "data")
+  records.write_split([records.PoseRecord("two/0", buf.getvalue(), joints.astype(np.float32),
+                                          visible.astype(np.float32))],
+                      data, "val", 14, num_shards=1, meta={"skeleton": "lsp14"})
+  workdir = tiny_predict_workdir(str(tmp_path / "w"))
+  from deeppose_tf import workdir as workdir_lib
+  workdir_lib.write_mean_pose(workdir, np.zeros((14, 2), np.float32))  # evaluate's baseline
+  got = {pick: evaluate.run(workdir, "val", data, boxes="detect", detector=movenet,
+                            detector_pick=pick, num_examples=0,
+                            report_dir=str(tmp_path / pick))["detector"]
+         for pick in ("top", "match")}
+  assert got["top"]["found"] == got["match"]["found"] == 1.0
+  assert got["top"]["recall"] == 0.0 and got["top"]["not_top"] == 0.0
+  assert got["match"]["recall"] == 1.0 and got["match"]["not_top"] == 1.0
+  assert got["match"]["pick"] == "match"
+  with pytest.raises(ValueError, match="needs --boxes=detect"):
+    evaluate.run(workdir, "val", data, boxes="split", detector_pick="match")
+
+
 def test_blazepose_anchors_are_mediapipes():
   a = D.blazepose_anchors(224)
   assert a.shape == (2254, 2)

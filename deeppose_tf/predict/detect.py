@@ -102,6 +102,25 @@ def iou(a, b) -> np.ndarray:
   return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def match_person(boxes: np.ndarray, joints: np.ndarray, visible: np.ndarray) -> int:
+  """The index of the box (P, 4) (cx, cy, w, h) that best overlaps the annotated person: the
+  highest IoU with the bounding box of the annotated joints (joints (K, 2) image pixels,
+  visible (K,) in {0, 1}); ties and images with fewer than two annotated joints give 0 (the
+  detector's best). Evaluation of a multi-person detector on a one-person record uses it
+  as COCO's matching does, by where the people are, never by how good their poses are."""
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+  if len(boxes) < 2:
+    return 0
+  vis = (np.asarray(visible).reshape(-1) > 0)
+  pts = np.asarray(joints, np.float64).reshape(-1, 2)[vis]
+  pts = pts[np.isfinite(pts).all(-1)]
+  if len(pts) < 2:
+    return 0
+  lo, hi = pts.min(0), pts.max(0)
+  person = np.r_[(lo + hi) / 2, np.maximum(hi - lo, 1.0)]
+  return int(np.argmax(iou(boxes, person[None])[:, 0]))
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> List[np.ndarray]:
   """Greedy non-maximum suppression, pure numpy.
 
