@@ -421,7 +421,8 @@ def test_bench_detect_section_times_each_detector_against_full_and_auto(tmp_path
   pytest.importorskip("cv2", reason="the hog detector needs OpenCV (the [face] extra)")
   from deeppose_tf import bench
   from helpers import tiny_predict_workdir
-  specs = ["hog"] + ([f"movenet:{MOVENET}"] if os.path.exists(MOVENET) else [])
+  specs = ["hog"] + ([f"movenet:{MOVENET}", f"movenet@320:{MOVENET}"]
+                     if os.path.exists(MOVENET) else [])
   work = tiny_predict_workdir(str(tmp_path / "w"))
   report = bench.run(["detect"], detectors=specs, models=(work,), min_time=0.02,
                      matmul_n=64)
@@ -432,5 +433,9 @@ def test_bench_detect_section_times_each_detector_against_full_and_auto(tmp_path
     entry = out[spec.split(":")[0]]
     assert entry["detector_ms"] > 0 and entry["images_per_s"] > 0 and entry["x_full"] > 0
   assert "detector hog: time per image" in report.table()
+  if len(specs) > 1:  # the input size reaches the detector, and its entry is its own
+    assert out["movenet@320"]["input_size"] == 320 and out["movenet"]["input_size"] is None
   with pytest.raises(ValueError, match="'yolo' is not a known person detector"):
     bench.run(["detect"], detectors=["yolo"])
+  with pytest.raises(ValueError, match="must be a whole number"):
+    bench.run(["detect"], detectors=["movenet@big:x.tflite"])

@@ -71,8 +71,9 @@ flags.DEFINE_list("threads", [str(t) for t in BenchConfig.threads], "model: inte
                   "threads to time each model with (TFLite files; each count is a row, "
                   "compared with the first model at the same count).")
 flags.DEFINE_list("detectors", ["hog"], "detect: person detectors to time, NAME or NAME:FILE "
-                  "for the TFLite ones (hog, blazepose:FILE, movenet:FILE, ssd:FILE); the "
-                  "pose model is the first of --models, else the bundled one.")
+                  "for the TFLite ones (hog, blazepose:FILE, movenet:FILE, ssd:FILE); "
+                  "movenet@512:FILE runs MoveNet at that input size (--detector_input_size); "
+                  "the pose model is the first of --models, else the bundled one.")
 # Accuracy.
 flags.DEFINE_string("workdir", None, "quant: workdir of a trained cascade.")
 # Timing.

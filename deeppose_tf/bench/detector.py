@@ -3,7 +3,7 @@ predict's images per second with it (detector + the pose model on every person f
 to pose-guided framing (`--boxes=auto`, no detector) and the whole image (`full`).
 
 --detectors=hog,blazepose:FILE,movenet:FILE,ssd:FILE (a TFLite detector's file after the
-colon). The image is a synthetic person of 240 x 320 px pasted at a random place into a
+colon; movenet@512:FILE runs MoveNet at a 512 px input, as --detector_input_size=512). The image is a synthetic person of 240 x 320 px pasted at a random place into a
 720 x 960 canvas (a person small in the frame, as in a user's photo); the pose model is the
 first of --models, or the bundled one. Every rate is compared with `full` (the model alone
 on the whole image), measured in the same run (the reference).
@@ -20,17 +20,22 @@ from deeppose_tf.bench.peak import timeit
 from deeppose_tf.bench.results import Ratio, Result
 
 
-def parse_detectors(specs: Sequence[str]) -> List[Tuple[str, Optional[str]]]:
-  """["hog", "movenet:/m.tflite"] -> [("hog", None), ("movenet", "/m.tflite")]; ValueError
-  for an unknown detector name."""
+def parse_detectors(specs: Sequence[str]) -> List[Tuple[str, Optional[str], Optional[int]]]:
+  """["hog", "movenet@512:/m.tflite"] -> [("hog", None, None), ("movenet", "/m.tflite", 512)]
+  (name, file, input size); ValueError for an unknown detector name or a size that is not a
+  whole number."""
   from deeppose_tf.predict.detectors import DETECTORS
   out = []
   for spec in specs:
     name, _, path = str(spec).partition(":")
+    name, _, size = name.partition("@")
     if name not in DETECTORS:
       raise ValueError(f"--detectors: {name!r} is not a known person detector; known: "
                        f"{', '.join(sorted(DETECTORS))}")
-    out.append((name, path or None))
+    if size and not size.isdigit():
+      raise ValueError(f"--detectors: {spec!r}: the input size after @ must be a whole number "
+                       "of pixels (movenet@512:FILE)")
+    out.append((name, path or None, int(size) if size else None))
   return out
 
 
@@ -44,7 +49,8 @@ def _small_person_image() -> np.ndarray:
   return np.asarray(canvas)
 
 
-def detector_results(detectors: Sequence[Tuple[str, Optional[str]]], model_path: Optional[str],
+def detector_results(detectors: Sequence[Tuple[str, Optional[str], Optional[int]]],
+                     model_path: Optional[str],
                      min_time: float, num_threads: int = 2) -> List[Result]:
   from deeppose_tf.predict import detect, detectors as registry, framing, models
   image = _small_person_image()
@@ -62,15 +68,17 @@ def detector_results(detectors: Sequence[Tuple[str, Optional[str]]], model_path:
   results.append(Result("predict --boxes=auto (pose-guided framing)", 1.0 / t_auto,
                         "images/s", "detect.auto", "images_per_s",
                         (Ratio(t_full / t_auto, "--boxes=full images/s", "x_full"),)))
-  for name, path in detectors:
-    det = registry.make_detector(name, path, num_threads=num_threads)
+  for name, path, size in detectors:
+    det = registry.make_detector(name, path, num_threads=num_threads, input_size=size)
+    label = name if size is None else f"{name}@{size}"
     found = len(det.detect(image)[0])  # the first call builds MoveNet's interpreter
     t_det = timeit(lambda: det.detect(image), min_time)
     t_all = timeit(lambda: poses(det.detect(image)[0]), min_time)
-    entry = f"detect.{name}"
+    entry = f"detect.{label}"
     results += [
-        Result(f"detector {name}: time per image", t_det * 1e3, "ms", entry, "detector_ms",
-               extra={"path": path, "people_found": int(found)}),
-        Result(f"  predict --detector={name}", 1.0 / t_all, "images/s", entry,
+        Result(f"detector {label}: time per image", t_det * 1e3, "ms", entry, "detector_ms",
+               extra={"path": path, "people_found": int(found), "input_size": size}),
+        Result(f"  predict --detector={name}" + (f" --detector_input_size={size}" if size else ""),
+               1.0 / t_all, "images/s", entry,
                "images_per_s", (Ratio(t_full / t_all, "--boxes=full images/s", "x_full"),))]
   return results

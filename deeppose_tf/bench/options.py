@@ -130,7 +130,7 @@ class BenchConfig:
                        "--models=PATH[,PATH...] (a .tflite file, a SavedModel or a workdir)")
     if "detect" in only:
       from deeppose_tf.bench.detector import parse_detectors
-      for _, path in parse_detectors(self.detectors):
+      for _, path, _ in parse_detectors(self.detectors):
         if path and not os.path.isfile(path):
           raise ValueError(f"--detectors: {path}: no such file")
     if "quant" in only and not self.workdir:
