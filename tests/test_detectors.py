@@ -321,6 +321,30 @@ def test_nms_groups_overlapping_boxes_best_first():
   assert D.nms(np.zeros((0, 4)), np.zeros(0), 0.5) == []
 
 
+def test_movenet_at_two_sizes_keeps_the_people_of_each(photos):
+  """--detector_input_size=256,512: every person found at either size alone is in the merged
+  output (a box overlapping it), and no two merged boxes are one person (NMS across sizes)."""
+  from deeppose_tf.predict.detect import iou
+  single = {s: D.make_detector("movenet", _need(MOVENET), input_size=s) for s in (256, 512)}
+  both = D.make_detector("movenet", _need(MOVENET), input_size=[256, 512])
+  assert both.input_sizes == (256, 512)
+  small = np.full((900, 900, 3), 128, np.uint8)  # a person small in the frame
+  image = photos[0][0]
+  small[:image.shape[0] // 3 * 1, :image.shape[1] // 3] = image[::3, ::3][:image.shape[0] // 3,
+                                                                         :image.shape[1] // 3]
+  for picture in [p[0] for p in photos[:4]] + [small]:
+    boxes, scores = both.detect(picture)
+    _check_output(boxes, scores)
+    for s, det in single.items():
+      for b in det.detect(picture)[0]:
+        assert len(boxes) and iou(boxes, b[None]).max() > 0.3, (s, b, boxes)
+    if len(boxes) > 1:
+      overlap = iou(boxes, boxes)[np.triu_indices(len(boxes), 1)]
+      assert overlap.max() <= 0.75, overlap  # hard NMS at 0.5 before growth and squaring
+  with pytest.raises(ValueError, match="multiple of 32"):
+    D.make_detector("movenet", _need(MOVENET), input_size=[256, 300])
+
+
 def test_match_person_picks_the_box_over_the_annotated_joints():
   from deeppose_tf.predict.detect import match_person
   boxes = np.array([[20, 20, 30, 30], [100, 50, 40, 80], [100, 50, 200, 200]], np.float32)
@@ -434,8 +458,10 @@ def test_bench_detect_section_times_each_detector_against_full_and_auto(tmp_path
     assert entry["detector_ms"] > 0 and entry["images_per_s"] > 0 and entry["x_full"] > 0
   assert "detector hog: time per image" in report.table()
   if len(specs) > 1:  # the input size reaches the detector, and its entry is its own
-    assert out["movenet@320"]["input_size"] == 320 and out["movenet"]["input_size"] is None
+    assert out["movenet@320"]["input_size"] == [320] and out["movenet"]["input_size"] is None
   with pytest.raises(ValueError, match="'yolo' is not a known person detector"):
     bench.run(["detect"], detectors=["yolo"])
   with pytest.raises(ValueError, match="must be a whole number"):
     bench.run(["detect"], detectors=["movenet@big:x.tflite"])
+  from deeppose_tf.bench.detector import parse_detectors
+  assert parse_detectors(["movenet@256+512:m.tflite"]) == [("movenet", "m.tflite", (256, 512))]

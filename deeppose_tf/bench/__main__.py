@@ -72,7 +72,8 @@ flags.DEFINE_list("threads", [str(t) for t in BenchConfig.threads], "model: inte
                   "compared with the first model at the same count).")
 flags.DEFINE_list("detectors", ["hog"], "detect: person detectors to time, NAME or NAME:FILE "
                   "for the TFLite ones (hog, blazepose:FILE, movenet:FILE, ssd:FILE); "
-                  "movenet@512:FILE runs MoveNet at that input size (--detector_input_size); "
+                  "movenet@512:FILE runs MoveNet at that input size, movenet@256+512:FILE at "
+                  "both (--detector_input_size); "
                   "the pose model is the first of --models, else the bundled one.")
 # Accuracy.
 flags.DEFINE_string("workdir", None, "quant: workdir of a trained cascade.")

@@ -360,13 +360,17 @@ class MoveNetDetector(Detector):
   way). Output [1, 6, 56] float32, per person 17 x (y, x, score) (COCO keypoints) then ymin,
   xmin, ymax, xmax, score, normalised to the input tensor. Up to 6 people; overlapping boxes
   (IoU > 0.5) are merged by hard NMS.
+
+  input_size may be several sizes (e.g. (256, 512)): the model runs at each, and the people
+  of all runs go through the one NMS, so a person found at two sizes is one box (the higher
+  score). A small input finds people who fill the photo, a large one people small in it.
   """
 
   name = "movenet"
   default_threshold = MOVENET_THRESHOLD
   default_growth = MOVENET_GROWTH
 
-  def __init__(self, model_path=None, input_size: Optional[int] = None, **kwargs):
+  def __init__(self, model_path=None, input_size=None, **kwargs):
     super().__init__(model_path, **kwargs)
     it = self._it = _open_interpreter(self.name, model_path, self.num_threads)
     ins, outs = it.get_input_details(), it.get_output_details()
@@ -382,10 +386,13 @@ class MoveNetDetector(Detector):
     if self.fixed is not None and input_size is not None:
       raise ValueError(f"{_flag(model_path)} has a fixed input {self.fixed}: it takes no "
                        "input size")
-    size = MOVENET_INPUT_SIZE if input_size is None else int(input_size)
-    if self.dynamic and (size < 32 or size % 32):
-      raise ValueError(f"the MoveNet input size must be a positive multiple of 32, got {size}")
-    self.input_size = size
+    sizes = (MOVENET_INPUT_SIZE,) if input_size is None else tuple(
+        int(v) for v in np.atleast_1d(input_size))
+    if self.dynamic and (not sizes or any(v < 32 or v % 32 for v in sizes)):
+      raise ValueError(f"the MoveNet input size must be a positive multiple of 32, got "
+                       f"{','.join(map(str, sizes)) or 'none'}")
+    self.input_sizes = sizes
+    self.input_size = sizes[0]
     self._in, self._out = ins[0]["index"], outs[0]["index"]
     # Resizing the input costs ~40 ms (XNNPACK re-plans): one interpreter per input shape, the
     # few most recent kept (a folder of photos has a few shapes).
@@ -408,9 +415,16 @@ class MoveNetDetector(Detector):
     return it
 
   def candidates(self, image):
+    if not self.dynamic or len(self.input_sizes) == 1:
+      return self._candidates(image, self.input_size)
+    parts = [self._candidates(image, size) for size in self.input_sizes]
+    return Candidates(*(np.concatenate([getattr(c, f) for c in parts])
+                        for f in Candidates._fields))
+
+  def _candidates(self, image, input_size):
     h, w = image.shape[:2]
     if self.dynamic:
-      scale = self.input_size / max(h, w)
+      scale = input_size / max(h, w)
       rw, rh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
       th, tw = -(-rh // 32) * 32, -(-rw // 32) * 32
     else:
@@ -544,10 +558,11 @@ DETECTORS = {
 def make_detector(name: str, model_path: Optional[str] = None,
                   score_threshold: Optional[float] = None, growth: Optional[float] = None,
                   person_class: int = 0, num_threads: int = 1,
-                  input_size: Optional[int] = None, square: bool = True) -> Detector:
+                  input_size=None, square: bool = True) -> Detector:
   """The detector `name` (a key of DETECTORS). model_path: its .tflite (all but hog);
   score_threshold, growth: None = the detector's measured default; person_class: the person's
-  class id (ssd only); input_size: MoveNet's longer input side (multiple of 32, movenet only);
+  class id (ssd only); input_size: MoveNet's longer input side (multiple of 32, movenet only),
+  or a sequence of them (each run, one NMS over all);
   square: each box becomes the square of its longer side (Detector.square).
   ValueError for an unknown name (listing the known ones), a missing or unusable model file
   (naming it and --detector_model), or an option the detector does not take."""
@@ -591,15 +606,24 @@ def define_flags(flag_values=None) -> None:
                     "the detector's aspect.", flag_values=fv)
   flags.DEFINE_integer("detector_class", 0, "ssd: the person's class id (COCO person: 0).",
                        flag_values=fv)
-  flags.DEFINE_integer("detector_input_size", None, "movenet: the longer side of its input, "
-                       "a multiple of 32 (default 256; 384 finds more small people, 2.5x "
-                       "slower).", flag_values=fv)
+  flags.DEFINE_list("detector_input_size", None, "movenet: the longer side of its input, a "
+                    "multiple of 32 (default 256), or several (256,512: the model runs at "
+                    "each and one NMS merges the people found; a small size finds people "
+                    "who fill the photo, a large one people small in it; BUILD.md, \"People "
+                    "small in the frame\").", flag_values=fv)
 
 
 def from_flags(flag_values=None, num_threads: int = 1) -> Detector:
   """make_detector from the flags of define_flags."""
   from absl import flags
   f = flag_values or flags.FLAGS
+  sizes = None
+  if f.detector_input_size:
+    try:
+      sizes = [int(v) for v in f.detector_input_size]
+    except ValueError:
+      raise ValueError(f"--detector_input_size={','.join(f.detector_input_size)}: expected "
+                       "whole numbers of pixels, such as 256 or 256,512") from None
   return make_detector(f.detector, f.detector_model, f.detector_threshold, f.detector_growth,
                        person_class=f.detector_class, num_threads=num_threads,
-                       input_size=f.detector_input_size, square=f.detector_square)
+                       input_size=sizes, square=f.detector_square)
