@@ -341,8 +341,18 @@ def test_movenet_at_two_sizes_keeps_the_people_of_each(photos):
     if len(boxes) > 1:
       overlap = iou(boxes, boxes)[np.triu_indices(len(boxes), 1)]
       assert overlap.max() <= 0.75, overlap  # hard NMS at 0.5 before growth and squaring
+  # The bench's synthetic person: a loose box at 256 px around a tight one at 512 px (IoU 0.45)
+  # is one person, not two.
+  from deeppose_tf.bench.detector import _small_person_image
+  assert len(both.detect(_small_person_image())[0]) == 1
   with pytest.raises(ValueError, match="multiple of 32"):
     D.make_detector("movenet", _need(MOVENET), input_size=[256, 300])
+
+
+def test_a_box_inside_a_better_one_is_the_same_person():
+  boxes = np.array([[50, 50, 20, 40], [52, 60, 30, 60], [150, 50, 20, 40]], np.float32)
+  np.testing.assert_array_equal(D._not_contained(boxes, 0.8), [True, False, True])
+  np.testing.assert_array_equal(D._not_contained(boxes, 1.0), [True, True, True])
 
 
 def test_match_person_picks_the_box_over_the_annotated_joints():
