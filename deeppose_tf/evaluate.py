@@ -82,11 +82,12 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   boxes: "split" uses each record's initial box (the paper's protocol); "detect" the best
   box of `detector` (predict/detectors.py; default OpenCV's HOG; the whole image when it finds
   nobody), and the report adds the detector's recall: the fraction of images whose
-  detected box contains every annotated joint; detector_pick (DETECTOR_PICKS): which
-  detected box is the annotated person's, `top` (the detector's best) or `match` (the one
-  overlapping the annotated joints most; the same box for one-person detections); "auto" pose-guided framing (predict/framing.py:
-  the split's box, then the framing of each predicted pose while it moves). flip_test, reframe,
-  reframe_grow, refine_step: None as config.json says, else this evaluation's value (the Keras cascade only).
+  detected box contains every annotated joint; "auto" pose-guided framing (predict/framing.py:
+  the split's box, then the framing of each predicted pose while it moves). detector_pick
+  (DETECTOR_PICKS): which detected box is the annotated person's, `top` (the detector's
+  best) or `match` (the one overlapping the annotated joints most; the same box when the
+  detector finds one person). flip_test, reframe, reframe_grow, refine_step: None as
+  config.json says, else this evaluation's value (the Keras cascade only).
   """
   if boxes not in BOXES:
     raise ValueError(f"boxes must be one of {list(BOXES)}, got {boxes!r}")

@@ -21,6 +21,7 @@ def _fit(tiny_data, ckpt, steps):
                            lambda: model_lib.build_regressor(CONFIG), data, ckpt, fit)
 
 
+@pytest.mark.slow  # 11 s each: the default run stays under 10 minutes
 @pytest.mark.parametrize("damage", ["truncate", "delete_index"])
 def test_damaged_latest_checkpoint_falls_back_to_previous(tiny_data, tmp_path, damage,
                                                           caplog):

@@ -366,6 +366,7 @@ def test_match_person_picks_the_box_over_the_annotated_joints():
   assert match_person(boxes[[2, 0]], joints, visible) == 0  # the only one overlapping
 
 
+@pytest.mark.slow  # 7 s: the default run stays under 10 minutes
 def test_evaluate_scores_the_matched_person_of_a_two_person_photo(movenet, photos, tmp_path):
   """evaluate --boxes=detect on a record of two people side by side whose annotation is the
   person MoveNet does not rank first: --detector_pick=top scores the other person's box (it

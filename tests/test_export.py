@@ -703,6 +703,7 @@ def test_tflite_quantized_deviation(quantize, max_rel, mean_rel, size_ratio, wor
   assert rel.max() < max_rel and rel.mean() < mean_rel, (rel.max(), rel.mean())
 
 
+@pytest.mark.slow  # 10 s: the default run stays under 10 minutes
 def test_export_is_atomic(casc, tmp_path, monkeypatch):
   out = str(tmp_path / "deeppose")
   os.makedirs(os.path.join(out, "4"))

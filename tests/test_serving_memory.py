@@ -96,6 +96,7 @@ def saved_model(tmp_path_factory):
                                    casc=casc)
 
 
+@pytest.mark.slow  # 12 s: the default run stays under 10 minutes
 def test_tall_and_wide_pngs_do_not_pad_to_their_bounding_square(saved_model, tmp_path):
   pngs = []
   for name, (w, h) in {"tall": (1000, 20000), "wide": (20000, 1000)}.items():
