@@ -129,7 +129,6 @@ def test_hog_detector_finds_people_and_says_when_there_are_none(workdir, tmp_pat
   assert rec["person"] is None and rec["joints"] is None and rec["note"] == "no person found"
 
 
-@pytest.mark.slow  # 9 s: the default run stays under 10 minutes
 def test_video_gives_json_lines_per_frame_and_an_annotated_video(workdir, tmp_path):
   cv2 = pytest.importorskip("cv2", reason=CV2_REASON)
   video = str(tmp_path / "clip.mp4")
