@@ -85,16 +85,24 @@ class HogPeopleDetector:
     return self.detect_scored(image)[0]
 
 
-def iou(a, b) -> np.ndarray:
-  """Intersection over union of boxes a (N, 4) and b (M, 4), (cx, cy, w, h) pixels ->
-  (N, M); 0 for empty or non-finite boxes."""
+def intersection(a, b) -> np.ndarray:
+  """Intersection areas of boxes a (N, 4) and b (M, 4), (cx, cy, w, h) pixels -> (N, M)
+  float64 (NaN where a box is not finite)."""
   a = np.asarray(a, np.float64).reshape(-1, 4)
   b = np.asarray(b, np.float64).reshape(-1, 4)
   a_half, b_half = np.abs(a[:, None, 2:]) / 2, np.abs(b[None, :, 2:]) / 2
   lo = np.maximum(a[:, None, :2] - a_half, b[None, :, :2] - b_half)
   hi = np.minimum(a[:, None, :2] + a_half, b[None, :, :2] + b_half)
   side = np.clip(hi - lo, 0, None)
-  inter = side[..., 0] * side[..., 1]
+  return side[..., 0] * side[..., 1]
+
+
+def iou(a, b) -> np.ndarray:
+  """Intersection over union of boxes a (N, 4) and b (M, 4), (cx, cy, w, h) pixels ->
+  (N, M); 0 for empty or non-finite boxes."""
+  a = np.asarray(a, np.float64).reshape(-1, 4)
+  b = np.asarray(b, np.float64).reshape(-1, 4)
+  inter = intersection(a, b)
   union = (np.prod(np.abs(a[:, 2:]), 1)[:, None] + np.prod(np.abs(b[:, 2:]), 1)[None, :]
            - inter)
   with np.errstate(invalid="ignore", divide="ignore"):

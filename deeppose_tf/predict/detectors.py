@@ -38,7 +38,7 @@ import numpy as np
 
 # The box helpers live in detect.py (HOG's detect uses them too); detectors.nms and
 # detectors.grow_boxes stay importable from here.
-from deeppose_tf.predict.detect import grow_boxes, nms, square_boxes  # noqa: F401
+from deeppose_tf.predict.detect import grow_boxes, intersection, nms, square_boxes  # noqa: F401
 
 # ------------------------------------------------------------------------------ defaults
 # Measured on LSPET val (the first 300 records of the prepared `val` split; never test) with
@@ -460,15 +460,11 @@ class MoveNetDetector(Detector):
 def _not_contained(boxes: np.ndarray, fraction: float) -> np.ndarray:
   """boxes (P, 4) (cx, cy, w, h), best first -> (P,) bool: False for a box whose intersection
   with a better kept box exceeds `fraction` of the smaller of the two areas."""
-  lo, hi = boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2
-  area = np.prod(boxes[:, 2:], 1)
+  area = np.prod(np.asarray(boxes, np.float64)[:, 2:], 1)
+  inside = intersection(boxes, boxes) > fraction * np.minimum(area[:, None], area[None, :])
   keep = np.ones(len(boxes), bool)
   for i in range(1, len(boxes)):
-    for j in np.flatnonzero(keep[:i]):
-      side = np.clip(np.minimum(hi[i], hi[j]) - np.maximum(lo[i], lo[j]), 0, None)
-      if side.prod() > fraction * min(area[i], area[j]):
-        keep[i] = False
-        break
+    keep[i] = not inside[i, :i][keep[:i]].any()
   return keep
 
 
