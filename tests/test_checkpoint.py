@@ -5,7 +5,6 @@ import os
 
 import pytest
 import tensorflow as tf
-from absl import logging
 
 from deeppose_tf.models import builder as model_lib
 from deeppose_tf import pipeline, trainer
@@ -36,8 +35,9 @@ def test_damaged_latest_checkpoint_falls_back_to_previous(tiny_data, tmp_path, d
   else:
     os.remove(os.path.join(ckpt, "ckpt-4.index"))
 
-  logging.set_verbosity(logging.INFO)
-  with caplog.at_level("INFO"):
+  # The absl logger's own level, set for this block only (set_verbosity would leak
+  # into every later test).
+  with caplog.at_level("INFO", logger="absl"):
     model, history = _fit(tiny_data, ckpt, steps=6)
   text = caplog.text
   assert "ckpt-4 does not restore" in text, text[-2000:]

@@ -38,7 +38,10 @@ def test_terminal_unknown_total_ends_the_line_on_close():
 
 def test_log_file_gets_periodic_info_lines(caplog):
   clock, stream = Clock(), io.StringIO()
-  with caplog.at_level(logging.INFO):
+  # Progress logs through absl's logger, whose own level any earlier in-process flag
+  # parse or set_verbosity may have raised to WARNING; set it here so the test does
+  # not depend on which tests ran before it.
+  with caplog.at_level(logging.INFO, logger="absl"):
     bar = Progress("train", None, unit="records", log_every=10.0, stream=stream,
                    interactive=False, clock=clock)
     for _ in range(30):
@@ -50,7 +53,7 @@ def test_log_file_gets_periodic_info_lines(caplog):
   assert lines == ["train: 50 records, 5.0/s", "train: 100 records, 5.0/s",
                    "train: 150 records, 5.0/s"]  # every 10 s; close adds no duplicate
   caplog.clear()
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger="absl"):
     with Progress("val", 3, unit="records", stream=stream, interactive=False,
                   clock=clock) as bar:
       clock.now += 1.0
