@@ -630,10 +630,9 @@ def define_flags(flag_values=None) -> None:
                     "multiple of 32 (default 256), or several (256,512: the model runs at "
                     "each and one NMS merges the people found; a small size finds people "
                     "who fill the photo, a large one people small in it; BUILD.md, \"People "
-                    "small in the frame\": at 256,512 it found 99.3% of the 900 LSPET val people in "
-                    "their photos and 98.2% pasted small into a 3x canvas, in about 5x the time "
-                    "of 256).",
-                    flag_values=fv)
+                    "small in the frame\": at 256,512 it found 99.3% of the 900 LSPET val "
+                    "people in their photos and 98.2% pasted small into a 3x canvas, in about "
+                    "5x the time of 256).", flag_values=fv)
 
 
 def from_flags(flag_values=None, num_threads: int = 1) -> Detector:
