@@ -13,7 +13,8 @@ MODELS = ("deeppose_tf.models", "deeppose_tf.torch_file")
 ABOVE = ("deeppose_tf.cascade", "deeppose_tf.stages", "deeppose_tf.trainer",
          "deeppose_tf.pipeline", "deeppose_tf.config", "deeppose_tf.train",
          "deeppose_tf.evaluate", "deeppose_tf.export", "deeppose_tf.predict",
-         "deeppose_tf.bench", "deeppose_tf.compare", "deeppose_tf.flags", "deeppose_tf.methods")
+         "deeppose_tf.bench", "deeppose_tf.compare", "deeppose_tf.flags", "deeppose_tf.methods",
+         "deeppose_tf.average")
 
 
 def _under(module, names):
