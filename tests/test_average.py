@@ -17,10 +17,11 @@ from helpers import REPO, subprocess_env
 K = 5
 
 
-def _net(seed, head="heatmap", width=0.35, stride=8):
+def _net(seed, head="heatmap", width=0.125, stride=8):
   import keras
   keras.utils.set_random_seed(seed)
-  config = model_lib.ModelConfig(num_joints=K, input_size=32, backbone="mobilenetv2",
+  # The small ResNet at its smallest: these tests are about the weights, not the network.
+  config = model_lib.ModelConfig(num_joints=K, input_size=32, backbone="resnet",
                                  head=head, width=width, head_channels=8, heatmap_stride=stride,
                                  dropout=0.0)
   return model_lib.build_regressor(config)
@@ -55,10 +56,17 @@ def test_average_weights_is_the_elementwise_mean_and_keeps_integers():
 
 def test_averaged_file_holds_the_mean_of_three_saved_networks(tmp_path):
   nets = [_net(seed) for seed in (1, 2, 3)]
-  paths = [_saved(tmp_path, f"n{i}", n) for i, n in enumerate(nets)]
+  # Two as workdirs (their --stage model), one as a .keras file.
+  paths = []
+  for i, net in enumerate(nets[:2]):
+    os.makedirs(tmp_path / f"w{i}" / "stage2")
+    _saved(tmp_path / f"w{i}" / "stage2", "model", net)
+    paths.append(str(tmp_path / f"w{i}"))
+  paths.append(_saved(tmp_path, "n2", nets[2]))
+  assert average.resolve_model_path(paths[0], 2) == workdir_lib.model_path(paths[0], 2)
   out = str(tmp_path / "soup" / "stage1" / "model.keras")
   run = subprocess.run([sys.executable, "-m", "deeppose_tf.average",
-                        f"--models={','.join(paths)}", f"--output={out}"],
+                        f"--models={','.join(paths)}", "--stage=2", f"--output={out}"],
                        capture_output=True, text=True, env=subprocess_env(), cwd=REPO,
                        timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
@@ -76,21 +84,11 @@ def test_averaged_file_holds_the_mean_of_three_saved_networks(tmp_path):
       # is none of the networks.
       varied += 1
       assert not np.allclose(w, weights[0][i]), i
-  assert varied >= 50, varied
+  assert varied >= 10, varied
   x = np.random.RandomState(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
   pose = np.asarray(back(x))
   assert pose.shape == (2, K, 2) and np.all(np.isfinite(pose))
   assert not [f for f in os.listdir(os.path.dirname(out)) if f.startswith(".tmp")]
-
-
-def test_a_workdir_gives_its_stage_model(tmp_path):
-  for i, seed in enumerate((4, 5)):
-    os.makedirs(tmp_path / f"w{i}" / "stage2")
-    _saved(tmp_path / f"w{i}" / "stage2", "model", _net(seed))
-  path = average.resolve_model_path(str(tmp_path / "w0"), 2)
-  assert path == workdir_lib.model_path(str(tmp_path / "w0"), 2)
-  net = average.average_models([path, average.resolve_model_path(str(tmp_path / "w1"), 2)])
-  assert len(net.get_weights()) == len(_net(4).get_weights())
 
 
 def test_other_architectures_are_refused_by_name(tmp_path):
@@ -107,6 +105,7 @@ def test_other_architectures_are_refused_by_name(tmp_path):
     average.average_models([a, str(tmp_path / "nope.keras")])
 
 
+@pytest.mark.slow  # a second process start (~10 s): the default run stays under 10 minutes
 def test_command_errors_are_one_line(tmp_path):
   a = _saved(tmp_path, "a", _net(1))
   run = subprocess.run([sys.executable, "-m", "deeppose_tf.average", f"--models={a},{a}",
