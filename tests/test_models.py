@@ -18,7 +18,10 @@ K = 5  # joints
 TINY = {"alexnet": dict(input_size=67, width=0.1),
         "resnet": dict(input_size=32, width=0.125),
         "mobilenetv2": dict(input_size=32, width=0.35),
-        "efficientnet_lite0": dict(input_size=32),  # fixed width: the ImageNet network
+        # fixed widths: the ImageNet networks
+        "efficientnet_lite0": dict(input_size=32),
+        "efficientnet_lite1": dict(input_size=32),
+        "efficientnet_lite2": dict(input_size=32),
         "multires": dict(input_size=32, width=0.125)}
 EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 4]])  # the tompson head's graph of K joints
 # The heatmap strides each head takes (the tompson head's maps are at stride 4).

