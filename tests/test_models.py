@@ -26,12 +26,17 @@ TINY = {"alexnet": dict(input_size=67, width=0.1),
 EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 4]])  # the tompson head's graph of K joints
 # The heatmap strides each head takes (the tompson head's maps are at stride 4).
 HEAD_STRIDES = {"fc": (8,), "integral": (8, 4), "heatmap": (8, 4), "tompson": (4,)}
-COMBOS = [(b, h, s) for b in backbones.BACKBONES for h in heads.HEADS
+# EfficientNet-Lite1 and -Lite2 are Lite0's code with another block table (their scaling and
+# taps: test_efficientnet_lite.py), so the matrix takes Lite0's every pair and one pair of
+# each of them: a third of the cost of the full matrix of the three.
+SCALED = {"efficientnet_lite1", "efficientnet_lite2"}
+MATRIX = [b for b in backbones.BACKBONES if b not in SCALED]
+COMBOS = [(b, h, s) for b in MATRIX for h in heads.HEADS
           for s in HEAD_STRIDES[h]
           if not heads.HEADS[h].pyramid or s in backbones.BACKBONES[b].strides]
 # Pairs no stride makes possible (a pyramid head needing a stride the backbone lacks).
-IMPOSSIBLE = {(b, h) for b in backbones.BACKBONES for h in heads.HEADS} - {
-    (b, h) for b, h, _ in COMBOS}
+IMPOSSIBLE = {(b, h) for b in MATRIX for h in heads.HEADS} - {(b, h) for b, h, _ in COMBOS}
+COMBOS += [(b, "heatmap", 8) for b in sorted(SCALED)]
 
 
 def _config(backbone, head, heatmap_stride=8, **kw):
@@ -48,6 +53,7 @@ def _images(net, n=2):
 def test_every_backbone_and_head_combination_is_covered():
   assert set(HEAD_STRIDES) == set(heads.HEADS)
   assert IMPOSSIBLE == {("alexnet", "tompson")}  # AlexNet has no stride-4 features
+  assert {b for b, _, _ in COMBOS} == set(backbones.BACKBONES)  # each backbone builds
   for b, h in IMPOSSIBLE:
     with pytest.raises(ValueError, match="stride"):
       _config(b, h, HEAD_STRIDES[h][0])
@@ -161,11 +167,17 @@ def test_config_rejects_what_the_registries_do_not_allow():
 
 def test_each_registry_entry_is_its_own_module():
   """models/backbones/<name>.py and models/heads/<name>.py define each entry (BACKBONE,
-  HEAD); the registries hold exactly those objects."""
+  HEAD; the EfficientNet-Lite variants: efficientnet_lite.py's BACKBONES); the registries
+  hold exactly those objects."""
   import importlib
   for package, registry, attr in (("backbones", backbones.BACKBONES, "BACKBONE"),
                                   ("heads", heads.HEADS, "HEAD")):
     for name, entry in registry.items():
+      if name in SCALED or name == "efficientnet_lite0":
+        # One module for the three EfficientNet-Lite variants: its BACKBONES by name.
+        module = importlib.import_module(f"deeppose_tf.models.{package}.efficientnet_lite")
+        assert module.BACKBONES[name] is entry, (package, name)
+        continue
       module = importlib.import_module(f"deeppose_tf.models.{package}.{name}")
       assert getattr(module, attr) is entry, (package, name)
 
