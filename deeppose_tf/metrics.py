@@ -107,17 +107,7 @@ def pcp(pred, true, visible, skeleton: Skeleton, thresh: float = 0.5) -> dict:
     at least once. It is NOT the 6-part average (with torso and head) that some other
     ports report; the two are not comparable.
   """
-  pred, true, visible = _check(pred, true, visible, skeleton)
-  if not (np.isfinite(thresh) and thresh > 0):
-    raise ValueError(f"thresh must be a positive fraction of the limb length; got {thresh}")
-  err = _joint_errors(pred, true)
-  limbs = skeleton.limb_indices
-  a, b = limbs[:, 0], limbs[:, 1]
-  with np.errstate(invalid="ignore", over="ignore"):
-    length = np.linalg.norm(true[:, a] - true[:, b], axis=-1)  # (N, L)
-  counted = visible[:, a] & visible[:, b]
-  with np.errstate(invalid="ignore"):  # NaN lengths only occur where counted is False
-    correct = counted & (err[:, a] <= thresh * length) & (err[:, b] <= thresh * length)
+  correct, counted = pcp_hits(pred, true, visible, skeleton, thresh)
   hits, counts = correct.sum(axis=0), counted.sum(axis=0)  # (L,)
 
   names = skeleton.limb_names
@@ -131,6 +121,26 @@ def pcp(pred, true, visible, skeleton: Skeleton, thresh: float = 0.5) -> dict:
   mean = float(counted_types.mean()) if counted_types.size else float("nan")
   return {"per_limb": per_limb, "per_type": per_type, "mean": mean,
           "counts": dict(zip(names, counts.tolist()))}
+
+
+def pcp_hits(pred, true, visible, skeleton: Skeleton, thresh: float = 0.5):
+  """Strict PCP per image and limb (`pcp`'s rule, before it pools them).
+
+  Args as `pcp`. Returns (correct, counted), both (N, L) bool in `skeleton.limbs` order:
+  counted where both endpoints are annotated, correct where, in addition, both predicted
+  endpoints lie within `thresh` x the true limb length of their true endpoints."""
+  pred, true, visible = _check(pred, true, visible, skeleton)
+  if not (np.isfinite(thresh) and thresh > 0):
+    raise ValueError(f"thresh must be a positive fraction of the limb length; got {thresh}")
+  err = _joint_errors(pred, true)
+  limbs = skeleton.limb_indices
+  a, b = limbs[:, 0], limbs[:, 1]
+  with np.errstate(invalid="ignore", over="ignore"):
+    length = np.linalg.norm(true[:, a] - true[:, b], axis=-1)  # (N, L)
+  counted = visible[:, a] & visible[:, b]
+  with np.errstate(invalid="ignore"):  # NaN lengths only occur where counted is False
+    correct = counted & (err[:, a] <= thresh * length) & (err[:, b] <= thresh * length)
+  return correct, counted
 
 
 def _check_radii(radii) -> np.ndarray:

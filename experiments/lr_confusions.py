@@ -13,6 +13,10 @@ dump of an earlier run, then scores per stage:
   python experiments/lr_confusions.py --workdir=runs/cont_D4 --num_stages=1 \\
       --data_dir=runs/lsp_imagenet/lspet --poses=runs/lr_lspet.npz \\
       --output=experiments/lr_confusions_lspet_val.json
+
+Cost: about 2.5 minutes on one core for LSPET's 900 val images with a stage-1-only
+cascade (flips, one reframing pass); seconds with --poses alone. Figures: BUILD.md, "The
+192 px stage 1 at its ceiling".
 """
 
 import json
@@ -32,18 +36,6 @@ FLAGS = flags.FLAGS
 ANGLE_BINS = ((0, 45), (45, 90), (90, 135), (135, 181))
 
 
-def limb_hits(pred, joints, visible, skeleton, thresh=0.5):
-  """(N, L) bool: strict PCP hits of each limb (metrics.pcp's rule), and (N, L) counted."""
-  limbs = skeleton.limb_indices
-  a, b = limbs[:, 0], limbs[:, 1]
-  length = np.linalg.norm(joints[:, a] - joints[:, b], axis=-1)
-  counted = visible[:, a] & visible[:, b]
-  err = np.linalg.norm(pred - joints, axis=-1)
-  with np.errstate(invalid="ignore"):
-    hits = counted & (err[:, a] <= thresh * length) & (err[:, b] <= thresh * length)
-  return hits, counted
-
-
 def torso_angle(joints, visible, skeleton):
   """(N,) degrees in [0, 180] of mid-hip -> neck from image-up, and (N,) where defined."""
   lh, rh, nk = (skeleton.index(n) for n in ("l_hip", "r_hip", "neck"))
@@ -53,9 +45,10 @@ def torso_angle(joints, visible, skeleton):
 
 
 def score(pred, joints, visible, skeleton) -> dict:
+  from deeppose_tf import metrics
   perm = skeleton.flip_permutation
-  h0, counted = limb_hits(pred, joints, visible, skeleton)
-  h1, _ = limb_hits(pred[:, perm], joints, visible, skeleton)
+  h0, counted = metrics.pcp_hits(pred, joints, visible, skeleton)
+  h1, _ = metrics.pcp_hits(pred[:, perm], joints, visible, skeleton)
   better = h1.sum(1) > h0.sum(1)
   oracle = np.where(better[:, None], h1, h0)
   names = skeleton.limb_names
