@@ -9,7 +9,7 @@ import pytest
 
 from deeppose_tf import losses, optim
 from deeppose_tf.models import backbones, heads, layers
-from deeppose_tf.models.backbones import alexnet, mobilenetv2
+from deeppose_tf.models.backbones import alexnet, efficientnet_lite, mobilenetv2
 from deeppose_tf.models.heads import fc as fc_head
 from deeppose_tf.models import builder as model_lib
 
@@ -173,7 +173,7 @@ def test_each_registry_entry_is_its_own_module():
   for package, registry, attr in (("backbones", backbones.BACKBONES, "BACKBONE"),
                                   ("heads", heads.HEADS, "HEAD")):
     for name, entry in registry.items():
-      if name in SCALED or name == "efficientnet_lite0":
+      if name in efficientnet_lite.VARIANTS:
         # One module for the three EfficientNet-Lite variants: its BACKBONES by name.
         module = importlib.import_module(f"deeppose_tf.models.{package}.efficientnet_lite")
         assert module.BACKBONES[name] is entry, (package, name)

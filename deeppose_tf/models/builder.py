@@ -32,8 +32,7 @@ from deeppose_tf.models.heads.tompson import PairwiseSpatialModel
 
 
 # The backbones with ImageNet weights (ModelConfig.backbone_weights).
-IMAGENET_BACKBONES = ("mobilenetv2", "efficientnet_lite0", "efficientnet_lite1",
-                      "efficientnet_lite2")
+IMAGENET_BACKBONES = ("mobilenetv2", *backbones.efficientnet_lite.VARIANTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +90,7 @@ class ModelConfig:
       raise ValueError(f"freeze_stride {self.freeze_stride}: 0 (train everything), or 2, 4, "
                        f"8 or 16 for backbones {IMAGENET_BACKBONES}; got backbone "
                        f"{self.backbone!r}")
-    if self.backbone.startswith("efficientnet_lite") and self.width != 1.0:
+    if self.backbone in backbones.efficientnet_lite.VARIANTS and self.width != 1.0:
       raise ValueError(f"width {self.width}: {self.backbone} has one width (1.0 here; its "
                        "own multiplier is built in), the one its ImageNet weights were "
                        "trained at")

@@ -78,8 +78,6 @@ VARIANTS = {v.name: v for v in (
             "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
 )}
 LITE0 = "efficientnet_lite0"
-# Lite0's, kept for callers of the one-variant module it grew from.
-PIP_PACKAGE = VARIANTS[LITE0].pip_package
 
 # (repeats, kernel, stride, expand ratio, output filters) per B0 stage.
 _STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
