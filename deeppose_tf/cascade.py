@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeppose_tf import geometry
+from deeppose_tf import labels as labels_lib
 from deeppose_tf import workdir as workdir_lib
 from deeppose_tf.models import builder as _model  # also registers the custom layers for loading
 from deeppose_tf.models import layers
@@ -31,7 +32,7 @@ class Cascade:
   def __init__(self, stages: Sequence[keras.Model], skeleton: Skeleton, sigma: float,
                input_size: int, crop: Callable = geometry.crop, flip_test: bool = False,
                reframe: int = 0, reframe_grow: float = geometry.FRAMING_GROW,
-               refine_step: float = 1.0):
+               refine_step: float = 1.0, left_right: str = "person"):
     """crop: geometry.crop, or geometry.crop_builtin for a TFLite graph (same samples).
     flip_test: every stage also sees the mirror of each crop and answers the mean of the two
     (test-time flip augmentation, as pose codebases evaluate); twice the network cost.
@@ -42,7 +43,11 @@ class Cascade:
     refine_step: the fraction of each refinement stage's move that is applied: the stage
     answers previous + refine_step * (its joint - previous). 1.0 is the paper's; 0.5, the
     mean of the two stages, scored above both on the val splits of the 160 px cascade
-    (experiments/refine_move.py)."""
+    (experiments/refine_move.py).
+    left_right: the left/right labels of the answers (labels.py): "person" as the stages
+    answer, "observer" relabels every stage's pose by image position (labels.observer_centric)
+    after the cascade has run: the stages refine the joints they were trained on, and only
+    the names move."""
     if not stages:
       raise ValueError("a cascade needs at least one stage model")
     self.stages = list(stages)
@@ -59,13 +64,15 @@ class Cascade:
     if not 0.0 < refine_step <= 1.0:
       raise ValueError(f"refine_step must be in (0, 1], got {refine_step}")
     self.refine_step = float(refine_step)
+    self.left_right = labels_lib.check(left_right)
     self._logit_nets = {}
 
   @property
   def inference_settings(self) -> dict:
     """The inference options, as config.json, the TFLite sidecar and reports name them."""
     return {"flip_test": self.flip_test, "reframe": self.reframe,
-            "reframe_grow": self.reframe_grow, "refine_step": self.refine_step}
+            "reframe_grow": self.reframe_grow, "refine_step": self.refine_step,
+            "left_right": self.left_right}
 
   def _with(self, stages: Optional[Sequence[keras.Model]] = None,
             crop: Optional[Callable] = None) -> "Cascade":
@@ -148,7 +155,10 @@ class Cascade:
         refined = pose + self.refine_step * (refined - pose)
       pose = refined
       poses.append(pose)
-    return tf.stack(poses, axis=1)
+    poses = tf.stack(poses, axis=1)
+    if self.left_right != "person":  # a static choice: the person-centric graph is unchanged
+      poses = labels_lib.relabel(poses, self.skeleton, self.left_right)[0]
+    return poses
 
   def traced_predict(self):
     """`predict` as one tf.function for uint8 image batches of any size: one trace serves
@@ -161,12 +171,14 @@ class Cascade:
   def load(cls, workdir: str, num_stages: Optional[int] = None,
            precision: str = "float32", flip_test: Optional[bool] = None,
            reframe: Optional[int] = None, reframe_grow: Optional[float] = None,
-           refine_step: Optional[float] = None) -> "Cascade":
+           refine_step: Optional[float] = None,
+           left_right: Optional[str] = None) -> "Cascade":
     """Loads stages 1..num_stages (default: config.json's num_stages, every one of which
     must be trained: a missing one is an error, never a silently shorter cascade) from a
     workdir, computing in `precision` (model.with_precision: float32, or bfloat16, faster on
     CPUs with bfloat16 matmuls). flip_test, reframe, reframe_grow, refine_step: None takes
-    config.json's (off, or 1.0, in workdirs written before they existed)."""
+    config.json's (off, or 1.0, in workdirs written before they existed); left_right likewise
+    ("person" where config.json does not name it)."""
     config = workdir_lib.read_config(workdir)
     n = num_stages or config["num_stages"]
     models = []
@@ -185,9 +197,17 @@ class Cascade:
       reframe_grow = float(config.get("reframe_grow", geometry.FRAMING_GROW))
     if refine_step is None:
       refine_step = float(config.get("refine_step", 1.0))
+    trained = config.get("left_right", "person")
+    if left_right is None:
+      left_right = trained
+    elif trained != "person" and left_right != trained:
+      raise ValueError(f"the cascade in {workdir} was trained on {trained}-centric "
+                       f"left/right labels; it cannot answer {left_right}-centric ones (its "
+                       "networks no longer tell the person's own left from right)")
     return cls(models, resolve_skeleton(config["skeleton"]), config["sigma"],
                config["input_size"], flip_test=flip_test, reframe=reframe,
-               reframe_grow=reframe_grow, refine_step=refine_step).with_precision(precision)
+               reframe_grow=reframe_grow, refine_step=refine_step,
+               left_right=left_right).with_precision(precision)
 
   def with_precision(self, precision: str) -> "Cascade":
     """This cascade with every stage network computing in `precision` (same weights)."""

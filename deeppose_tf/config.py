@@ -143,6 +143,9 @@ class Settings:
   # Where stage 1 trains (pipeline.STAGE1_BOXES): "image", the whole photo as the paper
   # does, or "joints", the square framing of the annotated joints that --reframe reads.
   stage1_box: str = "image"
+  # The left/right labels of the training data (labels.py; the prepared splits' json, see
+  # data/relabel.py), which the cascade answers in: "person" or "observer".
+  left_right: str = "person"
 
   def __post_init__(self):
     if isinstance(self.skeleton, str):
@@ -181,7 +184,7 @@ class Settings:
             "train_split": self.train_split, "model": dataclasses.asdict(self.model),
             "flip_test": self.flip_test, "reframe": self.reframe,
             "reframe_grow": self.reframe_grow, "refine_step": self.refine_step,
-            "stage1_box": self.stage1_box,
+            "stage1_box": self.stage1_box, "left_right": self.left_right,
             **({"extra_train_dirs": list(self.extra_train_dirs)}
                if self.extra_train_dirs else {}),
             **({"stage1_model": dataclasses.asdict(self.stage1_model)}

@@ -43,8 +43,8 @@ def _finite_or_none(value) -> Optional[float]:
 
 def make_val_evaluator(prev_stages: Sequence[keras.Model], skeleton: Skeleton, sigma: float,
                        input_size: int, data_dir: str, split: str, limit: int,
-                       batch_size: int = 16, refine_step: float = 1.0, reframe: int = 0
-                       ) -> Callable[[keras.Model], dict]:
+                       batch_size: int = 16, refine_step: float = 1.0, reframe: int = 0,
+                       left_right: str = "person") -> Callable[[keras.Model], dict]:
   """Returns evaluate(net) -> {"pcp", "pdj@0.05", "pdj@0.1", "pdj@0.2", "num_images"}.
 
   The first `limit` images of `split` are decoded once and kept in memory (batches of
@@ -54,7 +54,8 @@ def make_val_evaluator(prev_stages: Sequence[keras.Model], skeleton: Skeleton, s
   refine_step: the cascade's (train --refine_step), so a refinement stage's curve scores
   what the run will answer. Flips stay off, and reframing unless `reframe` passes are asked
   for (a stage 1 trained on the joints' framing): the curve is the cheap, plain reading;
-  the run's final evaluation has them.
+  the run's final evaluation has them. left_right: the labels of the split and of the
+  run's answers (labels.py), as the run's cascade gives them.
   `net` is the stage under training: the same object on every call, weights changing.
   """
   limit = _check_int("limit", limit, 1)
@@ -75,7 +76,7 @@ def make_val_evaluator(prev_stages: Sequence[keras.Model], skeleton: Skeleton, s
     entry = cache.get(id(net))
     if entry is None or entry[0] is not net:
       casc = Cascade(prev_stages + [net], skeleton, sigma, input_size,
-                     refine_step=refine_step, reframe=reframe)
+                     refine_step=refine_step, reframe=reframe, left_right=left_right)
       entry = cache[id(net)] = (net, casc.traced_predict())
     fn = entry[1]
     pose = np.concatenate([fn(images, boxes)[:, -1].numpy() for images, boxes, _, _ in batches])

@@ -29,7 +29,7 @@ from typing import Optional
 import numpy as np
 from absl import app, flags, logging
 
-from deeppose_tf import atomic, cascade, coco_eval, geometry, metrics, predict, report
+from deeppose_tf import atomic, cascade, coco_eval, geometry, labels, metrics, predict, report
 from deeppose_tf.models.heads import tompson
 from deeppose_tf.predict import framing
 from deeppose_tf import workdir as workdir_lib
@@ -75,7 +75,7 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
         boxes: str = "split", flip_test: Optional[bool] = None,
         reframe: Optional[int] = None, reframe_grow: Optional[float] = None,
         detector=None, refine_step: Optional[float] = None,
-        detector_pick: str = "top") -> dict:
+        detector_pick: str = "top", left_right: Optional[str] = None) -> dict:
   """Evaluates the cascade in `workdir` (stages 1..num_stages, default all of config.json's;
   or the .tflite file `tflite` made from it); returns the report dict.
 
@@ -86,8 +86,11 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   the split's box, then the framing of each predicted pose while it moves). detector_pick
   (DETECTOR_PICKS): which detected box is the annotated person's, `top` (the detector's
   best) or `match` (the one overlapping the annotated joints most; the same box when the
-  detector finds one person). flip_test, reframe, reframe_grow, refine_step: None as
-  config.json says, else this evaluation's value (the Keras cascade only).
+  detector finds one person). flip_test, reframe, reframe_grow, refine_step, left_right: None
+  as config.json says, else this evaluation's value (the Keras cascade only; a .tflite file
+  answers in the left/right labels its export baked in, which its sidecar names).
+  The split's annotations are scored in the model's left/right labels (labels.py): with
+  "observer" they are relabelled by image position first, as the model's answers are.
   """
   if boxes not in BOXES:
     raise ValueError(f"boxes must be one of {list(BOXES)}, got {boxes!r}")
@@ -99,8 +102,10 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
                      f"needs --boxes=detect or detect_auto, not {boxes}")
   config = workdir_lib.read_config(workdir)
   data_dir = data_dir or config["data_dir"]
-  if tflite and (num_stages, flip_test, reframe, reframe_grow, refine_step) != (None,) * 5:
-    raise ValueError("--num_stages, --flip_test, --reframe and --refine_step apply to the Keras "
+  if tflite and (num_stages, flip_test, reframe, reframe_grow, refine_step,
+                 left_right) != (None,) * 6:
+    raise ValueError("--num_stages, --flip_test, --reframe, --refine_step and --left_right "
+                     "apply to the Keras "
                      "cascade; a .tflite file runs what export baked into it (its sidecar "
                      "MODEL.json lists them; export takes the same flags)")
   if tflite and precision != "float32":
@@ -112,12 +117,16 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
     check_tflite_matches(casc, tflite, config, workdir)
     report_dir = report_dir or tflite_report_dir(tflite, workdir)
     what = tflite
+    from deeppose_tf.tflite_cascade import read_model_meta
+    convention = labels.check(read_model_meta(tflite).get("left_right", "person"))
   else:
     casc = cascade.Cascade.load(workdir, num_stages=num_stages, precision=precision,
                                 flip_test=flip_test, reframe=reframe,
-                                reframe_grow=reframe_grow, refine_step=refine_step)
+                                reframe_grow=reframe_grow, refine_step=refine_step,
+                                left_right=left_right)
     report_dir = report_dir or workdir
     what = workdir
+    convention = casc.left_right
   records.verify_split(data_dir, split)  # a cut split must not score fewer images silently
   os.makedirs(report_dir, exist_ok=True)
   skeleton = casc.skeleton
@@ -148,7 +157,8 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
                                 batch_size=batch_size, keep_images=num_examples,
                                 desc=f"evaluate {split}", box_fn=box_fn,
                                 box_fn_reads_labels=reads_labels and box_fn is not None)
-  true, vis = out["joints"], out["visible"]
+  # The annotations in the labels the model answers in (the answers already are).
+  true, vis = labels.relabel_numpy(out["joints"], casc.skeleton, convention, out["visible"])
   summaries = []
   coco_note = None
   for s in range(casc.num_stages):
@@ -165,17 +175,20 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   phases = []
   if not tflite and tompson.is_tompson(casc.stages[0]):
     alone = cascade.Cascade([tompson.detector_only(casc.stages[0])], skeleton, casc.sigma,
-                            casc.input_size)
+                            casc.input_size, left_right=convention)
     used = iter(out["boxes"])  # the same person boxes (no second detection pass)
     det = predict.predict_split(alone, data_dir, split, limit=limit or None,
                                 batch_size=batch_size, desc=f"evaluate {split} (detector)",
                                 box_fn=(lambda _image: next(used)) if box_fn else None)
     phases.append(_entry(metrics.summarize(det["poses"][:, 0], true, vis, skeleton), stage=1,
                          phase="detector", label="stage 1 detector only"))
-  baseline = metrics.summarize(mean_pose_baseline(workdir, out["boxes"]), true, vis, skeleton)
+  mean_poses = labels.relabel_numpy(mean_pose_baseline(workdir, out["boxes"]), skeleton,
+                                    convention)[0]
+  baseline = metrics.summarize(mean_poses, true, vis, skeleton)
   result = {"model": what, "split": split, "data_dir": data_dir, "num_images": int(len(true)),
             "pcp": "strict PCP@0.5, mean over upper/lower arms (and legs), paper Table 1",
-            "stages": summaries, "mean_pose": baseline, "boxes": boxes}
+            "stages": summaries, "mean_pose": baseline, "boxes": boxes,
+            "left_right": convention}
   if not tflite:
     result.update(casc.inference_settings)
   if phases:
@@ -206,6 +219,9 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
                               [out["poses"][:n, s] for s in range(casc.num_stages)], skeleton,
                               os.path.join(report_dir, "examples.png"), max_images=n)
   print(f"\nEvaluation on {split} ({len(true)} images), {what} (reports in {report_dir}):")
+  if convention != "person":
+    print(f"left/right labels: {convention} (labels.py): the split's annotations relabelled "
+          "by image position, as the answers are")
   if boxes in ("detect", "detect_auto"):
     d = result["detector"]
     which = ("best" if detector_pick == "top" else

@@ -13,7 +13,7 @@ from absl import flags, logging
 
 from deeppose_tf.config import Settings
 from deeppose_tf.data import datasets
-from deeppose_tf import geometry, losses, optim
+from deeppose_tf import geometry, labels, losses, optim
 from deeppose_tf.methods import tompson
 from deeppose_tf.models.backbones import BACKBONES
 from deeppose_tf.models.heads import HEADS
@@ -119,6 +119,13 @@ def define_inference_flags(command: str) -> None:
   flags.DEFINE_float("refine_step", None, "Fraction of each refinement stage's move applied "
                      f"(train --refine_step); default: the workdir's ({applies}).",
                      lower_bound=0.01, upper_bound=1.0)
+  flags.DEFINE_enum("left_right", "workdir", ["workdir", *labels.LABELS], "Left/right "
+                    "labels of the answers (labels.py): workdir = as its config.json says "
+                    "(person unless it names another); person = the person's own left and "
+                    "right, as LSP, COCO and MoveNet label; observer = by image position, as "
+                    "if every person faced the camera (the DeepPose paper's LSP test labels)"
+                    + (": the split's labels are relabelled the same way before scoring"
+                       if command == "evaluate" else "") + f" ({applies}).")
   flags.DEFINE_integer("num_stages", None, "Use the first N stages of the cascade only "
                        "(default: all that config.json names). Stage 1 alone costs one "
                        "network per person; each refinement stage one per joint.",
@@ -130,7 +137,8 @@ def inference_overrides(f) -> dict:
   workdir's own)."""
   return {"num_stages": f.num_stages,
           "flip_test": None if f.flip_test == "workdir" else f.flip_test == "true",
-          "reframe": f.reframe, "reframe_grow": f.reframe_grow, "refine_step": f.refine_step}
+          "reframe": f.reframe, "reframe_grow": f.reframe_grow, "refine_step": f.refine_step,
+          "left_right": None if f.left_right == "workdir" else f.left_right}
 
 
 def define_train_flags() -> None:

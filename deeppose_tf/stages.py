@@ -199,7 +199,7 @@ def fit_stage_network(strategy, workdir: str, stage: int, settings: Settings,
     evaluator = curves.make_val_evaluator(
         prev, skeleton, settings.sigma, settings.model.input_size, settings.data_dir,
         settings.eval_split, settings.curve_images, refine_step=settings.refine_step,
-        reframe=curve_reframe(settings))
+        reframe=curve_reframe(settings), left_right=settings.left_right)
     json_path = workdir_lib.curves_json(workdir)
     tb_dir = os.path.join(workdir_lib.log_dir(workdir, stage), "curves")
     return [curves.ValCurve(lambda _model: evaluator(nets["net"]), settings.curve_every,

@@ -53,6 +53,11 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   settings.eval_split = splits[-1]
+  try:
+    settings.left_right = data_left_right(
+        [(d, settings.train_split) for d in settings.train_dirs] + [(data_dir, splits[-1])])
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   lock = contextlib.ExitStack()
   if chief:
     os.makedirs(workdir, exist_ok=True)
@@ -78,6 +83,24 @@ def main(argv):
 
   with lock:
     _train(strategy, chief, workdir, settings, data_dir, splits)
+
+
+def data_left_right(dir_splits) -> str:
+  """The left/right labels (labels.py) that the prepared splits' json files name (a split
+  not written yet, as a synthetic run's before it generates it: "person", what prepare
+  writes). ValueError when they differ: a run trains and scores in one convention."""
+  from deeppose_tf.data import records
+  found = {}
+  for data_dir, split in dir_splits:
+    if os.path.exists(os.path.join(data_dir, f"{split}.json")):
+      found[f"{data_dir}/{split}.json"] = records.read_meta(data_dir, split).get(
+          "left_right", "person")
+  kinds = sorted(set(found.values()))
+  if len(kinds) > 1:
+    raise ValueError("the run's prepared splits use different left/right labels: " +
+                     ", ".join(f"{k}: {v}" for k, v in found.items()) + "; relabel them "
+                     "alike (python -m deeppose_tf.data.relabel)")
+  return kinds[0] if kinds else "person"
 
 
 def check_extra_train_dir(data_dir: str, split: str, skeleton) -> None:

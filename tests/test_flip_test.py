@@ -132,7 +132,7 @@ def test_config_json_carries_the_setting_and_evaluate_can_override_it(tmp_path, 
   assert flipped["reframe"] == 2 and plain["reframe"] == 2
   with open(str(tmp_path / "a" / "report.json")) as f:
     assert json.load(f)["flip_test"] is True
-  with pytest.raises(ValueError, match="--flip_test, --reframe and --refine_step apply to "):
+  with pytest.raises(ValueError, match="--refine_step and --left_right apply to "):
     evaluate.run(on, tflite="model.tflite", flip_test=True)
   assert cascade.Cascade.load(old).refine_step == 1.0  # the paper's, in old workdirs
   assert cascade.Cascade.load(on, refine_step=0.5).refine_step == 0.5

@@ -37,6 +37,10 @@ COMBOS = [(b, h, s) for b in MATRIX for h in heads.HEADS
 # Pairs no stride makes possible (a pyramid head needing a stride the backbone lacks).
 IMPOSSIBLE = {(b, h) for b in MATRIX for h in heads.HEADS} - {(b, h) for b, h, _ in COMBOS}
 COMBOS += [(b, "heatmap", 8) for b in sorted(SCALED)]
+# Lite1's and Lite2's pairs run with the slow tests: the default run stays under 10 minutes.
+PARAMS = [pytest.param(*c, marks=pytest.mark.slow) if c[0] in SCALED else c for c in COMBOS]
+PAIRS = [pytest.param(b, h, marks=pytest.mark.slow) if b in SCALED else (b, h)
+         for b, h in sorted({(b, h) for b, h, _ in COMBOS})]
 
 
 def _config(backbone, head, heatmap_stride=8, **kw):
@@ -59,7 +63,7 @@ def test_every_backbone_and_head_combination_is_covered():
       _config(b, h, HEAD_STRIDES[h][0])
 
 
-@pytest.mark.parametrize("backbone,head,stride", COMBOS)
+@pytest.mark.parametrize("backbone,head,stride", PARAMS)
 def test_each_combination_builds_and_predicts_joints(backbone, head, stride):
   config = _config(backbone, head, stride)
   mean = np.random.RandomState(1).uniform(-0.3, 0.3, (K, 2)).astype(np.float32)
@@ -81,7 +85,7 @@ def test_each_combination_builds_and_predicts_joints(backbone, head, stride):
     np.testing.assert_allclose(out.numpy(), np.broadcast_to(mean, (2, K, 2)), atol=1e-6)
 
 
-@pytest.mark.parametrize("backbone,head", sorted({(b, h) for b, h, _ in COMBOS}))
+@pytest.mark.parametrize("backbone,head", PAIRS)
 def test_each_combination_under_bfloat16_outputs_float32(backbone, head):
   stride = [s for b, h, s in COMBOS if (b, h) == (backbone, head)][0]
   net = model_lib.build_regressor(_config(backbone, head, stride, precision="bfloat16"),
@@ -127,7 +131,7 @@ def test_fc_head_hidden_layers_and_output_init():
     fc_head.fc(keras.Input((4, 4, 2)), K, 8, 0.0, None, hidden=3)
 
 
-@pytest.mark.parametrize("backbone,head,stride", COMBOS)
+@pytest.mark.parametrize("backbone,head,stride", PARAMS)
 def test_each_combination_saves_and_loads_with_identical_outputs(tmp_path, backbone, head,
                                                                   stride):
   """model.keras -> load_model gives the same network: a nested backbone's feature maps

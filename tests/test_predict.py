@@ -66,7 +66,7 @@ def test_folder_of_photos_with_a_workdir_model(workdir, photos, tmp_path):
   for r in recs:
     assert r["person"] == 0 and list(r["joints"]) == list(LSP14.joints)
     assert np.asarray(r["joints_per_stage"]).shape == (2, 14, 2)
-    assert r["model"]["skeleton"] == "lsp14"
+    assert r["model"]["skeleton"] == "lsp14" and r["model"]["left_right"] == "person"
     w, h = Image.open(r["image"]).size
     assert r["box"] == [w / 2, h / 2, w, h]  # --boxes=full
   assert sorted(n for n in os.listdir(out) if n.endswith(".pose.jpg")) == [

@@ -23,8 +23,9 @@ or height is <= 0 also means "the full image", so one batch can mix boxed and un
 Boxes are (cx, cy, w, h) in each image's own pixels. Encoded images must be JPEG or PNG of at
 most records.MAX_IMAGE_PIXELS; the size is read from the header before any pixel is decoded,
 and each image is cropped at its own size (memory follows the request's pixels).
-The module also carries joint_names() -> string [K], skeleton_name() -> string and the asset
-assets/joint_names.txt (one name per line, in output order).
+The module also carries joint_names() -> string [K], skeleton_name() -> string,
+left_right() -> string (the labels' convention, labels.py: "person" or "observer") and the
+asset assets/joint_names.txt (one name per line, in output order).
 
 TFLite (one signature, fixed size): image float32 [1, H, W, 3] in [0, 255], box float32 [1, 4]
 -> joints [1, K, 2], joints_per_stage [1, S, K, 2]. Put smaller images in the top-left corner

@@ -37,6 +37,7 @@ class CascadeModule(tf.Module):
     self._names = list(casc.skeleton.joints)
     self._skeleton = casc.skeleton.name
     self._skeleton_json = json.dumps(casc.skeleton.to_dict())
+    self._left_right = casc.left_right
 
   def _predict_encoded(self, pixels, sizes, boxes) -> dict:
     """The cascade on decode_batch's images, each cropped at its own size (crop_each)."""
@@ -91,6 +92,12 @@ class CascadeModule(tf.Module):
     """The whole skeleton (skeleton.Skeleton.to_dict as JSON): joint names, edges, flip
     pairs, PCP limbs, torso pair, OKS sigmas; a custom skeleton's too."""
     return tf.constant(self._skeleton_json)
+
+  @tf.function(input_signature=[])
+  def left_right(self):
+    """The left/right labels of the answers (labels.py): "person" (the person's own) or
+    "observer" (by image position)."""
+    return tf.constant(self._left_right)
 
 
 def save_saved_model(casc: Cascade, path: str) -> None:

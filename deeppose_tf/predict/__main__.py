@@ -16,7 +16,9 @@ files (.mp4 .avi .mov .mkv .webm; needs OpenCV: pip install "deeppose_tf[face]")
                        frames (videos only), "overlay": its
                        NAME.pose.jpg / .mp4 (with --overlay), "person": i, "box": [cx, cy,
                        w, h], "joints": {name: [x, y]}, "joints_per_stage": [[[x, y], ...]
-                       per stage], "model": {"name", "version", "skeleton"}}
+                       per stage], "model": {"name", "version", "skeleton",
+                       "left_right": "person" (l_* is the person's own left) or
+                       "observer" (l_* is the arm or leg further right in the image)}}
                       An image where no person was found gets one record with "person": null,
                       "box": null and "joints": null. Coordinates are image pixels, x right,
                       y down, the top-left pixel's corner at (0, 0).

@@ -27,12 +27,14 @@ BUNDLED = os.path.join(MODELS_DIR, "deeppose_lspet.tflite")
 
 
 class PoseModel:
-  """name, version (str), skeleton, num_stages, predict(images, boxes)."""
+  """name, version (str), skeleton, num_stages, left_right (the labels' convention,
+  labels.py: "person" or "observer"), predict(images, boxes)."""
 
   name: str
   version: str
   skeleton: Skeleton
   num_stages: int
+  left_right: str = "person"
 
   def predict(self, images: Sequence[np.ndarray], boxes: np.ndarray) -> np.ndarray:
     raise NotImplementedError
@@ -54,6 +56,7 @@ class _KerasModel(PoseModel):
     from deeppose_tf.cascade import Cascade
     casc = Cascade.load(workdir)
     self.skeleton, self.num_stages = casc.skeleton, casc.num_stages
+    self.left_right = casc.left_right
     self.name = os.path.basename(os.path.normpath(workdir))
     config = workdir_lib.read_config(workdir)
     self.version = config.get("model", {}).get("backbone", "alexnet") + "-" + \
@@ -82,6 +85,8 @@ class _SavedModel(PoseModel):
       self.skeleton = get_skeleton(loaded.skeleton_name().numpy().decode())
     self.name = os.path.basename(os.path.dirname(os.path.normpath(path)))
     self.version = os.path.basename(os.path.normpath(path))
+    if hasattr(loaded, "left_right"):  # exports before it existed answer person-centric
+      self.left_right = loaded.left_right().numpy().decode()
     probe = self._fn(images=tf.zeros([1, 8, 8, 3], tf.uint8), boxes=tf.zeros([1, 4]))
     self.num_stages = int(probe["joints_per_stage"].shape[1])
 
@@ -114,6 +119,7 @@ class _TFLiteModel(PoseModel):
     self.skeleton, self.num_stages = skeleton, self._casc.num_stages
     self.name = meta.get("name", os.path.splitext(os.path.basename(path))[0])
     self.version = str(meta.get("version", "unversioned"))
+    self.left_right = str(meta.get("left_right", "person"))
 
   def predict(self, images, boxes):
     return np.stack([self._casc.predict_one(image, box, index=i)
@@ -167,4 +173,4 @@ def load(path: Optional[str] = None, num_threads: int = 2) -> PoseModel:
 
 def describe(model: PoseModel) -> List[str]:
   return [f"{model.name} {model.version}", f"{model.skeleton.name}",
-          f"{model.num_stages} stage(s)"]
+          f"{model.num_stages} stage(s)", f"{model.left_right}-centric left/right"]

@@ -122,7 +122,8 @@ class Writer:
     """One JSON line per person (boxes (P, 4), poses (P, S, K, 2) image pixels), or one
     "no person found" line; tracks (P,) the people's track ids in a video."""
     meta = {"name": self.model.name, "version": self.model.version,
-            "skeleton": self.model.skeleton.name}
+            "skeleton": self.model.skeleton.name,
+            "left_right": getattr(self.model, "left_right", "person")}
     names = self.model.skeleton.joints
     shown = display_path(path)
     where = {"image": shown} if frame is None else {"image": shown, "frame": frame}
