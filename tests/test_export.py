@@ -599,7 +599,8 @@ def test_evaluate_tflite_refuses_a_file_of_another_cascade(workdir, tflite_fp32,
   meta = read_sidecar(tflite_fp32)
   assert meta == {"skeleton": "lsp14", "stages": 2, "input_size": SIZE, "sigma": 2.0,
                   "canvas": [2 * SIZE, 2 * SIZE], "quantize": "none", "flip_test": False,
-                  "reframe": 0, "reframe_grow": 1.3, "refine_step": 1.0}
+                  "reframe": 0, "reframe_grow": 1.3, "refine_step": 1.0,
+                  "left_right": "person"}
   # Exporting over a model card keeps the card's own keys.
   with open(str(tmp_path / "bare.json"), "w") as f:
     json.dump({"name": "mine", "version": "7", "skeleton": "flic10"}, f)
