@@ -128,6 +128,14 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
     what = workdir
     convention = casc.left_right
   records.verify_split(data_dir, split)  # a cut split must not score fewer images silently
+  stored = records.read_meta(data_dir, split).get("left_right", "person")
+  if stored != "person" and convention != stored:
+    # Person-centric labels cannot be recovered from observer-centric ones: scoring
+    # person-centric answers against them would count every limb seen from behind wrong.
+    raise ValueError(f"{data_dir}/{split}.json holds {stored}-centric left/right labels but "
+                     f"{what} answers {convention}-centric ones; evaluate with "
+                     f"--left_right={stored}, or on the folder it was relabelled from "
+                     f"({records.read_meta(data_dir, split).get('relabelled_from', '?')})")
   os.makedirs(report_dir, exist_ok=True)
   skeleton = casc.skeleton
   box_fn, found, picked = None, [], []

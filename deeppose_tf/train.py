@@ -89,12 +89,16 @@ def data_left_right(dir_splits) -> str:
   """The left/right labels (labels.py) that the prepared splits' json files name (a split
   not written yet, as a synthetic run's before it generates it: "person", what prepare
   writes). ValueError when they differ: a run trains and scores in one convention."""
+  from deeppose_tf import labels
   from deeppose_tf.data import records
   found = {}
   for data_dir, split in dir_splits:
     if os.path.exists(os.path.join(data_dir, f"{split}.json")):
-      found[f"{data_dir}/{split}.json"] = records.read_meta(data_dir, split).get(
-          "left_right", "person")
+      path = f"{data_dir}/{split}.json"
+      found[path] = records.read_meta(data_dir, split).get("left_right", "person")
+      if found[path] not in labels.LABELS:
+        raise ValueError(f"{path} is damaged: left_right {found[path]!r} is not one of "
+                         f"{list(labels.LABELS)}; write the split again")
   kinds = sorted(set(found.values()))
   if len(kinds) > 1:
     raise ValueError("the run's prepared splits use different left/right labels: " +

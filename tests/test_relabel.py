@@ -82,6 +82,11 @@ def test_a_run_reads_its_labels_from_the_splits_and_refuses_a_mix(person_dir, tm
   assert data_left_right([(str(tmp_path / "not_yet"), "train")]) == "person"
   with pytest.raises(ValueError, match="different left/right labels.*relabel them alike"):
     data_left_right([(oc, "train"), (person_dir, "train")])
+  meta = records.read_meta(oc, "test")
+  with open(os.path.join(oc, "test.json"), "w") as f:
+    json.dump(dict(meta, left_right="mirror"), f)
+  with pytest.raises(ValueError, match="test.json is damaged: left_right 'mirror'"):
+    data_left_right([(oc, "test")])
 
 
 @pytest.mark.slow  # a CLI training run and two evaluations: about 40 s
@@ -110,6 +115,14 @@ def test_a_run_on_observer_labels_answers_and_scores_in_them(person_dir, tmp_pat
   with pytest.raises(ValueError, match="trained on observer-centric left/right labels; it "
                      "cannot answer person-centric ones"):
     evaluate.run(work, "test", data_dir=oc, limit=4, left_right="person")
+  person = str(tmp_path / "person_w")
+  import shutil
+  shutil.copytree(work, person)
+  config = workdir_lib.read_config(person)
+  workdir_lib.write_config(person, dict(config, left_right="person"))
+  with pytest.raises(ValueError, match="holds observer-centric left/right labels but .* "
+                     "answers person-centric ones; evaluate with --left_right=observer"):
+    evaluate.run(person, "test", data_dir=oc, limit=4, report_dir=str(tmp_path / "r4"))
   mixed = subprocess.run(common + [f"--workdir={tmp_path / 'w2'}", f"--data_dir={oc}",
                                    f"--extra_train_dirs={person_dir}"],
                          capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
