@@ -2,7 +2,8 @@
 
 Every other module asks a `Skeleton` for joint indices; no joint index literal appears
 anywhere else in the package.  Left/right are the person's own (person-centric), as in
-the official LSP files.
+the official LSP files; labels.py relabels poses observer-centric (by image position, the
+DeepPose paper's LSP test labels).
 
 Two presets are named (LSP14, FLIC10); any other skeleton (a COCO category's, say) is
 built from its joint names and edges with `Skeleton.build`, and travels as a dict
