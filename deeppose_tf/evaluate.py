@@ -114,11 +114,10 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
   if tflite:
     from deeppose_tf.tflite_cascade import TFLiteCascade
     casc = TFLiteCascade(tflite, resolve_skeleton(config["skeleton"]))
-    check_tflite_matches(casc, tflite, config, workdir)
+    meta = check_tflite_matches(casc, tflite, config, workdir)
     report_dir = report_dir or tflite_report_dir(tflite, workdir)
     what = tflite
-    from deeppose_tf.tflite_cascade import read_model_meta
-    convention = labels.check(read_model_meta(tflite).get("left_right", "person"))
+    convention = labels.check(meta.get("left_right", "person"))
   else:
     casc = cascade.Cascade.load(workdir, num_stages=num_stages, precision=precision,
                                 flip_test=flip_test, reframe=reframe,
@@ -128,14 +127,15 @@ def run(workdir: str, split: str = "test", data_dir: Optional[str] = None,
     what = workdir
     convention = casc.left_right
   records.verify_split(data_dir, split)  # a cut split must not score fewer images silently
-  stored = records.read_meta(data_dir, split).get("left_right", "person")
+  split_meta = records.read_meta(data_dir, split)
+  stored = split_meta.get("left_right", "person")
   if stored != "person" and convention != stored:
     # Person-centric labels cannot be recovered from observer-centric ones: scoring
     # person-centric answers against them would count every limb seen from behind wrong.
     raise ValueError(f"{data_dir}/{split}.json holds {stored}-centric left/right labels but "
                      f"{what} answers {convention}-centric ones; evaluate with "
                      f"--left_right={stored}, or on the folder it was relabelled from "
-                     f"({records.read_meta(data_dir, split).get('relabelled_from', '?')})")
+                     f"({split_meta.get('relabelled_from', '?')})")
   os.makedirs(report_dir, exist_ok=True)
   skeleton = casc.skeleton
   box_fn, found, picked = None, [], []
@@ -284,7 +284,7 @@ def _auto_framed(casc, data_dir, split, limit, batch_size, num_examples, info,
   return out
 
 
-def check_tflite_matches(lite, tflite: str, config: dict, workdir: str) -> None:
+def check_tflite_matches(lite, tflite: str, config: dict, workdir: str) -> dict:
   """Refuses a .tflite made from another cascade than the workdir's (config.json `config`):
   its scores would be printed against this workdir's mean pose as if they were its own.
 
@@ -292,7 +292,7 @@ def check_tflite_matches(lite, tflite: str, config: dict, workdir: str) -> None:
   (MODEL.json, written by export) must agree on skeleton, input_size and sigma where it
   names them; the file must not have more stages than the workdir (fewer: exported before
   stages were added, evaluated with a warning). ValueError naming both files and every
-  difference."""
+  difference. Returns the file's metadata (tflite_cascade.read_model_meta), read once."""
   from deeppose_tf.tflite_cascade import read_model_meta, sidecar_path
   meta = read_model_meta(tflite)
   config_file = workdir_lib.config_path(workdir)
@@ -311,6 +311,7 @@ def check_tflite_matches(lite, tflite: str, config: dict, workdir: str) -> None:
     logging.warning("%s has %d stages, %s %d (exported before the later stages were "
                     "trained?): evaluating its %d", tflite, lite.num_stages, config_file,
                     config["num_stages"], lite.num_stages)
+  return meta
 
 
 def tflite_report_dir(tflite: str, workdir: str) -> str:

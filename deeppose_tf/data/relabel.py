@@ -37,9 +37,10 @@ def splits_in(data_dir: str) -> list:
   """The splits of a prepared folder that are complete (their json is in place), sorted."""
   if not os.path.isdir(data_dir):
     raise ValueError(f"--data_dir={data_dir} is not a folder of prepared records")
-  found = sorted(name[:-5] for name in os.listdir(data_dir) if name.endswith(".json")
-                 and any(p.startswith(name[:-5] + "-") and p.endswith(".tfrecord")
-                         for p in os.listdir(data_dir)))
+  names = os.listdir(data_dir)
+  shards = [n for n in names if n.endswith(".tfrecord")]
+  found = sorted(n[:-5] for n in names if n.endswith(".json")
+                 and any(p.startswith(n[:-5] + "-") for p in shards))
   if not found:
     raise ValueError(f"{data_dir} holds no prepared split (no SPLIT.json beside "
                      "SPLIT-*.tfrecord); write one with `python -m deeppose_tf.data.prepare`")

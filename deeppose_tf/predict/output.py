@@ -123,7 +123,7 @@ class Writer:
     "no person found" line; tracks (P,) the people's track ids in a video."""
     meta = {"name": self.model.name, "version": self.model.version,
             "skeleton": self.model.skeleton.name,
-            "left_right": getattr(self.model, "left_right", "person")}
+            "left_right": self.model.left_right}
     names = self.model.skeleton.joints
     shown = display_path(path)
     where = {"image": shown} if frame is None else {"image": shown, "frame": frame}
