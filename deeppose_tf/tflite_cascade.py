@@ -135,17 +135,27 @@ def read_sidecar(model_path: str) -> dict:
 
 
 class TFLiteCascade:
-  """model_path: a .tflite file from `python -m deeppose_tf.export --format=tflite`."""
+  """model_path: a .tflite file from `python -m deeppose_tf.export --format=tflite`.
 
-  def __init__(self, model_path: str, skeleton: Skeleton, num_threads: int = 2):
+  xnnpack: run on LiteRT's default XNNPACK delegate (fast; what phones and the benchmarks
+  run). False runs the builtin fp32 kernels instead: slower, but their arithmetic does not
+  depend on the CPU's instruction set, which a check of weights against TF wants (XNNPACK
+  picks kernels per CPU, and a near-tie heatmap peak can move with them).
+  """
+
+  def __init__(self, model_path: str, skeleton: Skeleton, num_threads: int = 2,
+               xnnpack: bool = True):
     try:
-      from ai_edge_litert.interpreter import Interpreter
+      from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError as err:
       raise ImportError("evaluating a .tflite model needs the LiteRT interpreter: "
                         "pip install 'deeppose_tf[tflite]'") from err
     self.skeleton = skeleton
     self.model_path = model_path
-    self._runner = Interpreter(model_path=model_path, num_threads=num_threads
+    resolver = (OpResolverType.AUTO if xnnpack
+                else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    self._runner = Interpreter(model_path=model_path, num_threads=num_threads,
+                               experimental_op_resolver_type=resolver
                                ).get_signature_runner("serving_default")
     inputs = self._runner.get_input_details()
     outputs = self._runner.get_output_details()

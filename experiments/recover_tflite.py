@@ -240,23 +240,30 @@ def main(argv):
   # 5a. The recovered cascade against the file, on real val photos.
   data_dir = dp_flags.resolve_data_dir(FLAGS)
   skeleton = datasets.skeleton_of(FLAGS.dataset, data_dir)
-  runner = tflite_cascade.TFLiteCascade(FLAGS.tflite, skeleton)
+  # The builtin fp32 kernels, not XNNPACK: this checks weights, and XNNPACK's arithmetic
+  # varies with the CPU (CI saw every one of 4 photos move a joint 40 px on it).
+  runner = tflite_cascade.TFLiteCascade(FLAGS.tflite, skeleton, xnnpack=False)
   from deeppose_tf.data import prepare
   ds = pipeline.eval_dataset(data_dir, prepare.SPLITS[FLAGS.dataset][-1], skeleton, 1)
-  diffs = []
+  diffs = []  # (S, K, 2) per photo
   predict = casc.traced_predict()
   for batch in ds.take(FLAGS.check_images):
     image, box = batch["image"], batch["box"]
     keras_pose = predict(tf.cast(image, tf.uint8), box).numpy()[0]
     tfl_pose = runner.predict_one(image.numpy()[0], box.numpy()[0])
-    diffs.append(float(np.abs(tfl_pose - keras_pose).max()))
-  logging.info("Keras vs TFLite on %d val photos: per-photo max joint difference: median "
-               "%.2f px, max %.2f px", len(diffs), float(np.median(diffs)), max(diffs))
-  # float16 weights and a heatmap peak that a rounding can move by a cell on a rare photo:
-  # the median is the check.
-  if float(np.median(diffs)) > 1.0:
-    raise SystemExit(f"the recovered cascade differs from {FLAGS.tflite}: median of per-photo "
-                     f"max joint differences {float(np.median(diffs)):.2f} px > 1 px")
+    diffs.append(np.abs(tfl_pose - keras_pose))
+  close = float(np.mean([np.mean(d <= 1.0) for d in diffs]))
+  logging.info("Keras vs TFLite on %d val photos: %.1f%% of joint coordinates within 1 px; "
+               "per-photo max difference: median %.2f px, max %.2f px", len(diffs),
+               100 * close, float(np.median([d.max() for d in diffs])),
+               max(float(d.max()) for d in diffs))
+  # Joints are decoded at heatmap peaks. A barely trained network's heatmaps are nearly
+  # flat, so float16 rounding can move a near-tie peak anywhere in its crop: a photo's
+  # largest difference says little. Weights recovered into the wrong layers move nearly
+  # every joint; the share of coordinates that agree tells the two apart.
+  if close < 0.9:
+    raise SystemExit(f"the recovered cascade differs from {FLAGS.tflite}: only "
+                     f"{100 * close:.1f}% of joint coordinates within 1 px (90% needed)")
 
   # 4. BatchNorm statistics from training batches of each stage.
   settings = dp_flags.stage_settings(FLAGS, skeleton, data_dir)

@@ -109,3 +109,18 @@ def test_smoothing_cuts_the_jitter_of_a_still_person(tmp_path):
   # Model 2026.12.07.3 (lr 1e-4, stride-8 layers trained): raw 15.9 px, smoothed 5.1 px, 3.1x.
   # The bound leaves room for other library versions' numerics.
   assert smooth * 2.5 <= raw
+
+
+def test_builtin_kernels_and_xnnpack_agree_on_the_bundled_model():
+  """TFLiteCascade(xnnpack=False) runs LiteRT's builtin fp32 kernels (the path that checks
+  weights whatever the CPU): on a trained model it answers what XNNPACK answers, to a
+  fraction of a pixel."""
+  from deeppose_tf.tflite_cascade import TFLiteCascade
+  image = np.asarray(Image.open(_photo()).convert("RGB"))
+  h, w = image.shape[:2]
+  box = np.array([w / 2, h / 2, w, h], np.float32)
+  fast = TFLiteCascade(models.BUNDLED, LSP14).predict_one(image, box)
+  plain = TFLiteCascade(models.BUNDLED, LSP14, xnnpack=False).predict_one(image, box)
+  assert fast.shape == plain.shape == (2, 14, 2)
+  assert np.isfinite(plain).all()
+  assert np.median(np.abs(fast - plain)) < 0.5, np.abs(fast - plain)
