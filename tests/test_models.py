@@ -338,3 +338,19 @@ def test_freeze_stride_freezes_the_fine_layers_only(tmp_path, backbone):
       l.name for l in frozen]
   with pytest.raises(ValueError, match="freeze_stride"):
     _config("resnet", "integral", 8, freeze_stride=8)
+
+
+def test_forward_flops_counts_nested_backbones_and_depthwise_convolutions():
+  """The ImageNet backbones are nested keras.Models built of depthwise convolutions, which
+  Keras 3 does not derive from Conv2D; forward_flops once skipped both and counted only the
+  head. Keras' MobileNetV2 (alpha 1, 224 px, with its classifier) is 300M multiply-adds in
+  its paper (Sandler et al. 2018, Table 4)."""
+  import keras
+  macs = model_lib.forward_flops(keras.applications.MobileNetV2(weights=None)) / 2
+  assert 295e6 < macs < 306e6, macs
+  config = model_lib.ModelConfig(backbone="mobilenetv2", head="heatmap", heatmap_stride=8,
+                                 head_channels=16, input_size=224)
+  net = model_lib.build_regressor(config, edges=EDGES)
+  backbone = model_lib.forward_flops(net.get_layer("backbone"))
+  assert 2 * 295e6 < backbone < 2 * 306e6  # the feature layers, without the classifier
+  assert model_lib.forward_flops(net) > backbone  # and the head on top
