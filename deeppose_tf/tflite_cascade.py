@@ -138,9 +138,10 @@ class TFLiteCascade:
   """model_path: a .tflite file from `python -m deeppose_tf.export --format=tflite`.
 
   xnnpack: run on LiteRT's default XNNPACK delegate (fast; what phones and the benchmarks
-  run). False runs the builtin fp32 kernels instead: slower, but their arithmetic does not
-  depend on the CPU's instruction set, which a check of weights against TF wants (XNNPACK
-  picks kernels per CPU, and a near-tie heatmap peak can move with them).
+  run). False runs LiteRT's builtin kernels instead: slower, but float32 arithmetic as TF's,
+  which a check of weights against TF wants. XNNPACK picks its kernels per CPU, and on a CI
+  machine near-tie heatmap peaks of a barely trained cascade moved with them (the cause on
+  that CPU was not seen here; this path removes the delegate from the comparison).
   """
 
   def __init__(self, model_path: str, skeleton: Skeleton, num_threads: int = 2,
